@@ -1,0 +1,481 @@
+"""The SQLite repository: schema, connections, transactions and every query.
+
+Owns all SQL for the embedded backend. Knows nothing of HTTP, JSON or tokens:
+functions take a connection first and return plain dicts, ``None`` or a bool,
+and the caller decides what that means for a response. ``store_pg.py`` holds
+the same functions, in the same order, for PostgreSQL.
+
+Must not import todo_wsgi, router, or anything web-related.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+BACKEND = "sqlite"
+
+# SQLite stores integers in 64 bits; a larger id cannot name a row, and
+# passing one to sqlite3 raises OverflowError instead of finding nothing.
+MAX_ID = 2**63 - 1
+
+
+# Errors meaning "the database cannot answer now": the edge answers 503.
+UNAVAILABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+
+
+class NameTaken(Exception):
+    """An account with that name already exists."""
+
+
+class LastAdmin(Exception):
+    """The change would leave no admin account."""
+
+
+# Each step runs in one transaction together with its user_version bump, so a
+# crash mid-migration leaves the database at the previous version, never between.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        public_id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        admin INTEGER NOT NULL DEFAULT 0 CHECK (admin IN (0, 1)),
+        tokens_valid_after REAL NOT NULL DEFAULT 0
+    );
+    CREATE TABLE todos (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        text TEXT NOT NULL,
+        complete INTEGER NOT NULL DEFAULT 0 CHECK (complete IN (0, 1))
+    );
+    CREATE INDEX todos_owner ON todos (owner_id, complete, id);
+    CREATE TABLE app_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE revoked_tokens (
+        jti TEXT PRIMARY KEY,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX revoked_tokens_expiry ON revoked_tokens (expires_at);
+    CREATE TABLE login_failures (
+        name TEXT NOT NULL,
+        address TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        window_start REAL NOT NULL,
+        PRIMARY KEY (name, address)
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# -- connections and transactions -------------------------------------------
+
+
+class Database:
+    """Hands each thread its own connection to one SQLite file.
+
+    A sqlite3 connection must not be shared between threads that use it at the
+    same time; waitress runs requests on a fixed pool of threads, so one
+    connection per thread, kept for the thread's life, costs one open each.
+    """
+
+    def __init__(self, path: str) -> None:
+        if path == ":memory:" or path.startswith("file::memory:"):
+            # Every connection to :memory: is its own empty database: each
+            # waitress thread would see different data.
+            raise ValueError("database ':memory:' cannot be shared between threads; give a file path")
+        self.path = path
+        self.url = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        with self.connection() as conn:
+            migrate(conn)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """Yield this thread's connection, opening it on first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        yield conn
+
+    def close(self) -> None:
+        """Close every connection this database opened, in any thread."""
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def open_database(url: str, pool_size: int = 4) -> Database:
+    """Open (creating and migrating if needed) the SQLite file at ``url``.
+
+    ``pool_size`` is accepted for the PostgreSQL backend's sake and unused:
+    each waitress thread keeps one connection of its own.
+    """
+    del pool_size
+    return Database(url.removeprefix("sqlite:///"))
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open a connection with every PRAGMA this service relies on."""
+    # isolation_level=None: the sqlite3 module opens no implicit transactions;
+    # every write below is inside an explicit transaction().
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # In WAL mode NORMAL never corrupts the file; a process crash loses
+    # nothing committed, a power cut may lose the last commits (README).
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run the block as one write transaction; roll back on any exception.
+
+    BEGIN IMMEDIATE takes the write lock up front, so a read that decides a
+    write (is this the last admin? is the name free?) cannot be overtaken by
+    another connection between the read and the write.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION; return the version found before."""
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    for version in range(found, SCHEMA_VERSION):
+        with transaction(conn):
+            (current,) = conn.execute("PRAGMA user_version").fetchone()
+            if current > version:  # another process migrated meanwhile
+                continue
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1:d}")
+    if found > SCHEMA_VERSION:
+        raise RuntimeError(f"database schema version {found} is newer than this code ({SCHEMA_VERSION})")
+    return int(found)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """Return the schema version recorded in the database."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def ping(conn: sqlite3.Connection) -> None:
+    """Raise if the database does not answer a trivial query."""
+    conn.execute("SELECT 1 FROM users LIMIT 1").fetchall()
+
+
+def integrity_errors(conn: sqlite3.Connection) -> list[str]:
+    """Return what PRAGMA integrity_check finds wrong; empty when all is well."""
+    rows = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    return [] if rows == ["ok"] else rows
+
+
+def backup(conn: sqlite3.Connection, target: str) -> None:
+    """Copy the live database to ``target`` with SQLite's online backup API."""
+    with contextlib.closing(sqlite3.connect(target)) as dest:
+        conn.backup(dest)
+
+
+# -- the signing key ----------------------------------------------------------
+
+
+def get_or_create_secret(conn: sqlite3.Connection, name: str, candidate: str) -> str:
+    """Return the stored secret ``name``, storing ``candidate`` if there is none.
+
+    INSERT OR IGNORE then SELECT, in one transaction: two processes starting at
+    once agree on whichever key was stored first.
+    """
+    with transaction(conn):
+        conn.execute("INSERT OR IGNORE INTO app_secrets (name, value) VALUES (?, ?)", (name, candidate))
+        row = conn.execute("SELECT value FROM app_secrets WHERE name = ?", (name,)).fetchone()
+    return str(row["value"])
+
+
+# -- accounts -------------------------------------------------------------------
+
+_ACCOUNT = "SELECT id, public_id, name, admin FROM users"
+
+
+def _account(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"id": row["id"], "public_id": row["public_id"], "name": row["name"], "admin": bool(row["admin"])}
+
+
+def get_token_account(
+    conn: sqlite3.Connection, public_id: str, jti: str
+) -> tuple[dict[str, Any], float, bool] | None:
+    """Return (account, tokens_valid_after, jti revoked) for a token's claims.
+
+    One query per authenticated request: the account's existence and rights
+    are read fresh every time, together with the logout deny-list.
+    """
+    row = conn.execute(
+        "SELECT id, public_id, name, admin, tokens_valid_after,"
+        " EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) AS revoked"
+        " FROM users WHERE public_id = ?",
+        (jti, public_id),
+    ).fetchone()
+    if row is None:
+        return None
+    account = {"id": row[0], "public_id": row[1], "name": row[2], "admin": bool(row[3])}
+    return account, float(row[4]), bool(row[5])
+
+
+def get_login(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
+    """Return the account named ``name`` with its password hash, or None."""
+    row = conn.execute(
+        "SELECT id, public_id, name, admin, password_hash FROM users WHERE name = ?", (name,)
+    ).fetchone()
+    if row is None:
+        return None
+    account = _account(row)
+    assert account is not None
+    account["password_hash"] = row["password_hash"]
+    return account
+
+
+def list_users(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
+    """Return accounts in creation order; ``limit`` -1 means all."""
+    rows = conn.execute(_ACCOUNT + " ORDER BY id LIMIT ? OFFSET ?", (limit, offset))
+    return [a for a in map(_account, rows) if a is not None]
+
+
+def get_user(conn: sqlite3.Connection, public_id: str) -> dict[str, Any] | None:
+    """Return the account with ``public_id``, or None."""
+    return _account(conn.execute(_ACCOUNT + " WHERE public_id = ?", (public_id,)).fetchone())
+
+
+def get_user_by_name(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
+    """Return the account named ``name``, or None."""
+    return _account(conn.execute(_ACCOUNT + " WHERE name = ?", (name,)).fetchone())
+
+
+def create_user(
+    conn: sqlite3.Connection, public_id: str, name: str, password_hash: str, admin: bool
+) -> dict[str, Any]:
+    """Insert an account and return it; raise NameTaken if the name is in use."""
+    try:
+        with transaction(conn):
+            conn.execute(
+                "INSERT INTO users (public_id, name, password_hash, admin) VALUES (?, ?, ?, ?)",
+                (public_id, name, password_hash, int(admin)),
+            )
+    except sqlite3.IntegrityError as exc:
+        raise NameTaken(name) from exc
+    return {"public_id": public_id, "name": name, "admin": admin}
+
+
+def update_user(
+    conn: sqlite3.Connection,
+    public_id: str,
+    *,
+    name: str | None = None,
+    password_hash: str | None = None,
+    admin: bool | None = None,
+    now: float = 0.0,
+) -> dict[str, Any] | None:
+    """Change any of name, password hash and admin flag, in one transaction.
+
+    A new password hash moves the account's token cut-off to ``now``, ending
+    every token issued before it. Return the account as it now stands, or None
+    if there is no such account; raise NameTaken or LastAdmin and change nothing.
+    """
+    try:
+        with transaction(conn):
+            row = conn.execute("SELECT id, admin FROM users WHERE public_id = ?", (public_id,)).fetchone()
+            if row is None:
+                return None
+            if admin is False and row["admin"] and _admin_count(conn) <= 1:
+                raise LastAdmin(public_id)
+            if name is not None:
+                conn.execute("UPDATE users SET name = ? WHERE id = ?", (name, row["id"]))
+            if password_hash is not None:
+                conn.execute(
+                    "UPDATE users SET password_hash = ?, tokens_valid_after = ? WHERE id = ?",
+                    (password_hash, now, row["id"]),
+                )
+            if admin is not None:
+                conn.execute("UPDATE users SET admin = ? WHERE id = ?", (int(admin), row["id"]))
+            return _account(conn.execute(_ACCOUNT + " WHERE id = ?", (row["id"],)).fetchone())
+    except sqlite3.IntegrityError as exc:
+        raise NameTaken(name) from exc
+
+
+def rehash_password(conn: sqlite3.Connection, user_id: int, old_hash: str, new_hash: str) -> None:
+    """Replace a password hash with a stronger one of the same password.
+
+    Only if it is still ``old_hash``: a password changed meanwhile wins. Tokens
+    are untouched, since the password itself did not change.
+    """
+    with transaction(conn):
+        conn.execute(
+            "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+            (new_hash, user_id, old_hash),
+        )
+
+
+def delete_user(conn: sqlite3.Connection, public_id: str) -> bool:
+    """Delete an account and (by cascade) its to-dos; False if there was none.
+
+    Raise LastAdmin, deleting nothing, if it is the only admin.
+    """
+    with transaction(conn):
+        row = conn.execute("SELECT id, admin FROM users WHERE public_id = ?", (public_id,)).fetchone()
+        if row is None:
+            return False
+        if row["admin"] and _admin_count(conn) <= 1:
+            raise LastAdmin(public_id)
+        conn.execute("DELETE FROM users WHERE id = ?", (row["id"],))
+    return True
+
+
+def _admin_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM users WHERE admin = 1").fetchone()[0])
+
+
+# -- tokens: logout deny-list ----------------------------------------------------
+
+
+def revoke_token(conn: sqlite3.Connection, jti: str, expires_at: float, now: float) -> None:
+    """Deny the token ``jti`` until it expires; prune entries already expired."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)", (jti, expires_at)
+        )
+        conn.execute("DELETE FROM revoked_tokens WHERE expires_at <= ?", (now,))
+
+
+# -- login throttling ------------------------------------------------------------
+
+
+def count_login_attempt(
+    conn: sqlite3.Connection, name: str, address: str, now: float, window: float
+) -> tuple[int, float]:
+    """Count one login attempt for (name, address); return (count, window start).
+
+    Counted before the password is checked, in one statement, so concurrent
+    attempts in any thread or process cannot slip past the limit together. A
+    window that has passed starts afresh. A successful login clears the count.
+    """
+    with transaction(conn):
+        row = conn.execute(
+            "INSERT INTO login_failures (name, address, failures, window_start) VALUES (?, ?, 1, ?)"
+            " ON CONFLICT (name, address) DO UPDATE SET"
+            "  failures = CASE WHEN window_start <= ? THEN 1 ELSE failures + 1 END,"
+            "  window_start = CASE WHEN window_start <= ? THEN excluded.window_start ELSE window_start END"
+            " RETURNING failures, window_start",
+            (name, address, now, now - window, now - window),
+        ).fetchall()[0]
+    return int(row[0]), float(row[1])
+
+
+def clear_login_failures(conn: sqlite3.Connection, name: str, address: str) -> None:
+    """Forget the failed logins of (name, address) after a successful one."""
+    with transaction(conn):
+        conn.execute("DELETE FROM login_failures WHERE name = ? AND address = ?", (name, address))
+
+
+# -- to-dos -----------------------------------------------------------------------------
+
+
+def _todo(row: sqlite3.Row | tuple[Any, ...] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"id": row[0], "text": row[1], "complete": bool(row[2])}
+
+
+def list_todos(
+    conn: sqlite3.Connection,
+    owner_id: int,
+    limit: int = -1,
+    offset: int = 0,
+    complete: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Return the owner's to-dos in id order, optionally only (in)complete ones."""
+    if complete is None:
+        rows = conn.execute(
+            "SELECT id, text, complete FROM todos WHERE owner_id = ? ORDER BY id LIMIT ? OFFSET ?",
+            (owner_id, limit, offset),
+        )
+    else:
+        rows = conn.execute(
+            "SELECT id, text, complete FROM todos WHERE owner_id = ? AND complete = ?"
+            " ORDER BY id LIMIT ? OFFSET ?",
+            (owner_id, int(complete), limit, offset),
+        )
+    return [{"id": r[0], "text": r[1], "complete": bool(r[2])} for r in rows]
+
+
+def get_todo(conn: sqlite3.Connection, owner_id: int, todo_id: int) -> dict[str, Any] | None:
+    """Return the owner's to-do ``todo_id``, or None (also for another's)."""
+    if todo_id > MAX_ID:
+        return None
+    row = conn.execute(
+        "SELECT id, text, complete FROM todos WHERE id = ? AND owner_id = ?", (todo_id, owner_id)
+    ).fetchone()
+    return _todo(row)
+
+
+def create_todo(conn: sqlite3.Connection, owner_id: int, text: str) -> dict[str, Any]:
+    """Insert a to-do for the owner and return it."""
+    with transaction(conn):
+        cursor = conn.execute("INSERT INTO todos (owner_id, text) VALUES (?, ?)", (owner_id, text))
+    return {"id": cursor.lastrowid, "text": text, "complete": False}
+
+
+def update_todo(
+    conn: sqlite3.Connection,
+    owner_id: int,
+    todo_id: int,
+    *,
+    text: str | None = None,
+    complete: bool | None = None,
+) -> dict[str, Any] | None:
+    """Change the text and/or completion of the owner's to-do; None if none.
+
+    One UPDATE ... RETURNING: the change and the answer are one statement.
+    """
+    if todo_id > MAX_ID:
+        return None
+    with transaction(conn):
+        row = conn.execute(
+            "UPDATE todos SET text = coalesce(?, text), complete = coalesce(?, complete)"
+            " WHERE id = ? AND owner_id = ? RETURNING id, text, complete",
+            (text, None if complete is None else int(complete), todo_id, owner_id),
+        ).fetchall()
+    return _todo(row[0] if row else None)
+
+
+def delete_todo(conn: sqlite3.Connection, owner_id: int, todo_id: int) -> bool:
+    """Delete the owner's to-do; False if there was none."""
+    if todo_id > MAX_ID:
+        return False
+    with transaction(conn):
+        cursor = conn.execute("DELETE FROM todos WHERE id = ? AND owner_id = ?", (todo_id, owner_id))
+    return cursor.rowcount > 0

@@ -1,0 +1,881 @@
+"""todo-wsgi: a multi-user to-do REST API as one plain WSGI application.
+
+Owns the application: settings and ``create_app``; the WSGI edge (request,
+bounded body reader, the one error-to-JSON place, the one response path);
+tokens and passwords; the handlers with their route table; and the
+``python -m todo_wsgi`` command line. SQL lives in ``store.py`` (or
+``store_pg.py``), path matching in ``router.py``. The contract is API.md.
+
+No module-level mutable state: everything a request touches hangs off the
+``TodoApp`` that ``create_app`` returns, so two apps in one process are apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import getpass
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import secrets
+import sys
+import time
+import unicodedata
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import jwt
+
+import store
+from router import HTTPError, Router
+
+__all__ = ["HTTPError", "Settings", "TodoApp", "create_app", "main"]
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+Body = dict[str, Any]
+Result = tuple[int, Body] | tuple[int, Body, list[tuple[str, str]]]
+
+
+# -- settings and create_app ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of API.md, resolved from arguments, environment, defaults."""
+
+    database: str = "todo.db"
+    secret_key: str | None = None
+    token_ttl: int = 1800
+    pbkdf2_iterations: int = 600_000
+    max_body_bytes: int = 65536
+    login_max_failures: int = 5
+    login_window: int = 900
+    cors_origins: tuple[str, ...] = ()
+    pool_size: int = 4
+
+    @classmethod
+    def resolve(cls, environ: dict[str, str] | None = None, **given: Any) -> Settings:
+        """Take each setting from ``given``, else ``TODO_<NAME>``, else the default."""
+        environ = dict(os.environ) if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, default in cls().__dict__.items():
+            value = given.get(name)
+            if value is None:
+                value = environ.get(f"TODO_{name.upper()}") or None
+            if value is None:
+                continue
+            if isinstance(default, int):
+                value = _positive_int(name, value)
+            elif name == "cors_origins":
+                value = _origins(value)
+            values[name] = str(value) if name in ("database", "secret_key") else value
+        return cls(**values)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(value, bool) or number < 1 or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"setting {name} (TODO_{name.upper()}) must be a positive integer, got {value!r}")
+    return number
+
+
+def _origins(value: str | Iterable[str]) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(origin.strip().rstrip("/") for origin in items if origin.strip())
+
+
+def create_app(
+    database: str | None = None,
+    secret_key: str | None = None,
+    token_ttl: int | None = None,
+    pbkdf2_iterations: int | None = None,
+    max_body_bytes: int | None = None,
+    login_max_failures: int | None = None,
+    login_window: int | None = None,
+    cors_origins: str | Iterable[str] | None = None,
+    pool_size: int | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> TodoApp:
+    """Build the WSGI application; each setting not given is read from TODO_<NAME>.
+
+    ``clock`` returns the current Unix time; tests pass a fake one to move
+    through token lifetimes and throttling windows without sleeping.
+    """
+    settings = Settings.resolve(
+        database=database,
+        secret_key=secret_key,
+        token_ttl=token_ttl,
+        pbkdf2_iterations=pbkdf2_iterations,
+        max_body_bytes=max_body_bytes,
+        login_max_failures=login_max_failures,
+        login_window=login_window,
+        cors_origins=cors_origins,
+        pool_size=pool_size,
+    )
+    return TodoApp(settings, clock)
+
+
+def backend_for(database: str) -> ModuleType:
+    """Return the store module for a database setting: PostgreSQL URL or SQLite path."""
+    if database.startswith(("postgresql://", "postgres://")):
+        try:
+            import store_pg
+        except ImportError as exc:
+            raise RuntimeError(
+                "TODO_DATABASE is a PostgreSQL URL, but the PostgreSQL driver is not installed: "
+                "pip install 'todo-wsgi[postgres]' (psycopg 3 and psycopg_pool)"
+            ) from exc
+        return store_pg
+    return store
+
+
+class TodoApp:
+    """The WSGI callable: settings, database, signing key and router of one app."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.log = logging.getLogger("todo_wsgi")
+        self.access_log = logging.getLogger("todo_wsgi.access")
+        if settings.secret_key is not None and len(settings.secret_key.encode()) < 32:
+            raise ValueError(
+                "TODO_SECRET_KEY must be at least 32 bytes (RFC 7518 3.2: an HS256 key "
+                "as long as the hash); generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        self.store = backend_for(settings.database)
+        self.db = self.store.open_database(settings.database, settings.pool_size)
+        with self.db.connection() as conn:
+            self.secret_key = settings.secret_key or self.store.get_or_create_secret(
+                conn, "jwt_signing_key", secrets.token_urlsafe(48)
+            )
+        self.router = Router(ROUTES)
+        self.cors_origins = frozenset(settings.cors_origins)
+        self._dummy_hash: str | None = None
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.db.close()
+
+    def dummy_hash(self) -> str:
+        """A hash of a random password at the configured cost, for unknown names."""
+        if self._dummy_hash is None:
+            self._dummy_hash = hash_password(secrets.token_urlsafe(16), self.settings.pbkdf2_iterations)
+        return self._dummy_hash
+
+    # -- the WSGI edge: request, errors, response --------------------------------
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
+        """Route, run the handler, and turn its result or error into JSON."""
+        started = time.perf_counter()
+        req = Request(self, environ)
+        origin = environ.get("HTTP_ORIGIN")
+        cors = origin is not None and origin in self.cors_origins
+        headers: list[tuple[str, str]]
+        try:
+            if cors and req.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
+                status, body, headers = self.preflight(req)
+            else:
+                handler, params = self.router.match(req.method, req.path)
+                with self.db.connection() as conn:
+                    req.conn = conn
+                    result = handler(req, **params)
+                status, body = result[0], result[1]
+                headers = result[2] if len(result) > 2 else []  # type: ignore[misc]
+        except HTTPError as error:
+            status, body, headers = error.status, {"message": error.message}, error.headers
+        except self.store.UNAVAILABLE:
+            self.log.exception("database unavailable on %s %s", req.method, req.path)
+            status, body, headers = 503, {"message": "Database unavailable"}, [("Retry-After", "5")]
+        except Exception:
+            # The traceback goes to the log only; the client learns nothing of it.
+            self.log.exception("unhandled error on %s %s", req.method, req.path)
+            status, body, headers = 500, {"message": "Internal server error"}, []
+        if cors:
+            headers = headers + cors_headers(origin or "")
+        payload = b"" if status == 204 else json_bytes(body)
+        response_headers = [("Content-Length", str(len(payload)))] + headers
+        if status != 204:
+            response_headers.insert(0, ("Content-Type", "application/json"))
+        start_response(STATUS_LINES[status], response_headers)
+        self.access_log.info(
+            "%s %s %d %.1fms %s",
+            req.method,
+            req.path,
+            status,
+            (time.perf_counter() - started) * 1000,
+            req.account["public_id"] if req.account else "-",
+        )
+        # RFC 9110 9.3.2: HEAD answers as GET, headers included, without content.
+        return [] if req.method == "HEAD" else [payload]
+
+    def preflight(self, req: Request) -> tuple[int, Body, list[tuple[str, str]]]:
+        """Answer a CORS preflight (Fetch standard 3.2.2) for a listed origin."""
+        methods = self.router.allowed_methods(req.path)
+        if not methods:
+            raise HTTPError(404, "Not found")
+        return (
+            204,
+            {},
+            [
+                ("Access-Control-Allow-Methods", ", ".join(methods)),
+                ("Access-Control-Allow-Headers", "Authorization, Content-Type, x-access-token"),
+                ("Access-Control-Max-Age", "600"),
+            ],
+        )
+
+
+STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+
+_json_encoder = json.JSONEncoder(separators=(",", ":"))
+
+
+def json_bytes(body: Any) -> bytes:
+    """Encode a response body; ASCII-only JSON, so any text survives any proxy."""
+    if isinstance(body, bytes):
+        return body
+    return _json_encoder.encode(body).encode("ascii")
+
+
+def cors_headers(origin: str) -> list[tuple[str, str]]:
+    """Headers every answer to a listed origin carries, errors included."""
+    return [
+        ("Access-Control-Allow-Origin", origin),
+        ("Vary", "Origin"),
+        ("Access-Control-Expose-Headers", "Location, Link, Retry-After, WWW-Authenticate"),
+    ]
+
+
+class Request:
+    """What a handler needs of one request, built once per call."""
+
+    __slots__ = ("app", "environ", "method", "path", "conn", "account", "claims")
+
+    def __init__(self, app: TodoApp, environ: Environ) -> None:
+        self.app = app
+        self.environ = environ
+        self.method: str = environ["REQUEST_METHOD"]
+        self.path: str = environ.get("PATH_INFO") or "/"
+        self.conn: Any = None
+        self.account: dict[str, Any] | None = None
+        self.claims: dict[str, Any] | None = None
+
+    @property
+    def store(self) -> ModuleType:
+        """The store module for this app's backend."""
+        return self.app.store
+
+    def url(self, path: str) -> str:
+        """An absolute path for ``path`` below the mount point (SCRIPT_NAME)."""
+        return self.environ.get("SCRIPT_NAME", "").rstrip("/") + path
+
+    def query(self) -> dict[str, str]:
+        """The query string as single values; a name given twice is a 400."""
+        parsed = parse_qs(self.environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        for name, values in parsed.items():
+            if len(values) > 1:
+                raise HTTPError(400, f"Query parameter '{name}' is given more than once")
+        return {name: values[0] for name, values in parsed.items()}
+
+    def json(self, required: dict[str, type], optional: dict[str, type] | None = None) -> Body:
+        """Read the body as a JSON object with exactly these fields and types."""
+        optional = optional or {}
+        data = parse_json(self.environ, self.app.settings.max_body_bytes)
+        if not isinstance(data, dict):
+            raise HTTPError(400, "Body must be a JSON object")
+        for name in data:
+            if name not in required and name not in optional:
+                raise HTTPError(400, f"Field '{name}' is not accepted here")
+        for name in required:
+            if name not in data:
+                raise HTTPError(400, f"Field '{name}' is required")
+        for name, value in data.items():
+            kind = required.get(name) or optional[name]
+            # bool is a subclass of int in Python, but not in JSON.
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise HTTPError(400, f"Field '{name}' must be {TYPE_NAMES[kind]}")
+        return data
+
+
+TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
+
+
+def read_body(environ: Environ, limit: int) -> bytes:
+    """Read at most ``limit`` bytes of body, as declared by CONTENT_LENGTH."""
+    declared = environ.get("CONTENT_LENGTH", "")
+    if not declared:  # PEP 3333: empty or absent means no body
+        return b""
+    if not declared.isascii() or not declared.isdigit():
+        raise HTTPError(400, "Content-Length must be a non-negative integer")
+    length = int(declared)
+    if length > limit:
+        # Refused before reading a byte of it.
+        raise HTTPError(413, f"Body is larger than {limit} bytes")
+    return environ["wsgi.input"].read(length) if length else b""  # type: ignore[no-any-return]
+
+
+def parse_json(environ: Environ, limit: int) -> Any:
+    """Parse the request body as UTF-8 JSON; 415 for a body declared otherwise."""
+    content_type = environ.get("CONTENT_TYPE", "")
+    if content_type:
+        media_type, _, parameters = content_type.partition(";")
+        charset = parameters.strip().lower().replace('"', "")
+        if media_type.strip().lower() != "application/json" or charset not in ("", "charset=utf-8"):
+            raise HTTPError(415, "Body must be application/json")
+    raw = read_body(environ, limit)
+    if not raw:
+        raise HTTPError(400, "Body must be a JSON object")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise HTTPError(400, "Body must be UTF-8") from None
+    except (ValueError, RecursionError):
+        raise HTTPError(400, "Body is not valid JSON") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# -- tokens and passwords ------------------------------------------------------
+
+PASSWORD_SCHEME = "pbkdf2_sha256"
+
+
+def hash_password(password: str, iterations: int) -> str:
+    """Hash with PBKDF2-HMAC-SHA256 and a 16-byte salt, self-describing."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return "$".join((PASSWORD_SCHEME, str(iterations), _b64(salt), _b64(digest)))
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Check ``password`` against a stored hash in constant time."""
+    try:
+        scheme, iterations, salt, digest = stored.split("$")
+        expected = base64.b64decode(digest)
+        actual = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    except (ValueError, binascii.Error):
+        return False
+    return scheme == PASSWORD_SCHEME and hmac.compare_digest(actual, expected)
+
+
+def hash_iterations(stored: str) -> int:
+    """The iteration count a stored hash was made with (0 if unreadable)."""
+    parts = stored.split("$")
+    return int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else 0
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def issue_token(app: TodoApp, public_id: str) -> str:
+    """Sign a token for the account: public_id, iat, exp and a unique jti.
+
+    ``iat`` keeps microseconds (RFC 7519 allows a non-integer NumericDate), so
+    a token issued just after a password change in the same second still works.
+    """
+    now = app.clock()
+    claims = {
+        "public_id": public_id,
+        "iat": round(now, 6),
+        "exp": int(now) + app.settings.token_ttl,
+        "jti": secrets.token_urlsafe(16),
+    }
+    return jwt.encode(claims, app.secret_key, algorithm="HS256")
+
+
+def read_token(environ: Environ) -> str | None:
+    """The token from ``x-access-token`` or ``Authorization: Bearer``, if any."""
+    token = environ.get("HTTP_X_ACCESS_TOKEN")
+    if token:
+        return str(token)
+    scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+def decode_token(app: TodoApp, token: str) -> dict[str, Any]:
+    """Verify the signature (HS256 only) and claims' shape; raise 401 if bad.
+
+    Expiry is checked here against the app's clock rather than by PyJWT's
+    own, so the whole service shares one notion of "now".
+    """
+    try:
+        claims = jwt.decode(
+            token,
+            app.secret_key,
+            algorithms=["HS256"],
+            options={"require": ["exp", "iat", "public_id", "jti"], "verify_exp": False, "verify_iat": False},
+        )
+    except jwt.PyJWTError:
+        raise token_invalid() from None
+    exp, iat = claims["exp"], claims["iat"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (exp, iat)):
+        raise token_invalid()
+    if not isinstance(claims["public_id"], str) or not isinstance(claims["jti"], str):
+        raise token_invalid()
+    if exp <= app.clock():
+        raise token_invalid()
+    return claims
+
+
+def authenticate(req: Request) -> dict[str, Any]:
+    """Return the signed-in account, read fresh from the database, or raise 401."""
+    token = read_token(req.environ)
+    if token is None:
+        raise HTTPError(401, "Token is missing!", [("WWW-Authenticate", "Bearer")])
+    claims = decode_token(req.app, token)
+    found = req.store.get_token_account(req.conn, claims["public_id"], claims["jti"])
+    if found is None:
+        raise token_invalid()
+    account, tokens_valid_after, revoked = found
+    if revoked or claims["iat"] < tokens_valid_after:
+        raise token_invalid()
+    req.account, req.claims = account, claims
+    return account  # type: ignore[no-any-return]
+
+
+def require_admin(req: Request) -> dict[str, Any]:
+    """Return the signed-in account if it is an admin; else 401 or 403."""
+    account = authenticate(req)
+    if not account["admin"]:
+        raise HTTPError(403, "Cannot perform that function!")
+    return account
+
+
+def token_invalid() -> HTTPError:
+    """The one answer for every token that fails any check."""
+    return HTTPError(401, "Token is invalid!", [("WWW-Authenticate", "Bearer")])
+
+
+def could_not_verify() -> HTTPError:
+    """The one answer for missing credentials, an unknown name, a wrong password."""
+    return HTTPError(401, "Could not verify", [("WWW-Authenticate", 'Basic realm="Login required!"')])
+
+
+def basic_credentials(environ: Environ) -> tuple[str, str] | None:
+    """(name, password) from ``Authorization: Basic`` (RFC 7617), or None."""
+    scheme, _, encoded = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    name, colon, password = decoded.partition(":")
+    return (name, password) if colon and name else None
+
+
+# -- validation of names, passwords and text ------------------------------------
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an account name, or None if it can."""
+    if not 1 <= len(name) <= 50:
+        return "Field 'name' must be 1 to 50 characters"
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+        return "Field 'name' must not contain control characters"
+    return None
+
+
+def password_problem(password: str, field: str = "password") -> str | None:
+    """Why ``password`` cannot be a password, or None if it can."""
+    if not 8 <= len(password) <= 1024:
+        return f"Field '{field}' must be 8 to 1024 characters"
+    if not _encodable(password):
+        return f"Field '{field}' must be valid Unicode"
+    return None
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a to-do's text, or None if it can."""
+    if not 1 <= len(text) <= 500:
+        return "Field 'text' must be 1 to 500 characters"
+    if "\x00" in text:
+        return "Field 'text' must not contain NUL"
+    if not _encodable(text):
+        return "Field 'text' must be valid Unicode"
+    return None
+
+
+def _encodable(text: str) -> bool:
+    # JSON can carry a lone surrogate (\ud800), which no UTF-8 store can hold.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check(problem: str | None) -> None:
+    if problem is not None:
+        raise HTTPError(400, problem)
+
+
+# -- handlers and the route table -------------------------------------------------
+
+
+def healthz(req: Request) -> Result:
+    """200 when the database answers; a failing database is a 503 at the edge."""
+    req.store.ping(req.conn)
+    return 200, {"status": "ok"}
+
+
+def login(req: Request) -> Result:
+    """Exchange HTTP Basic credentials for a token, throttled per name and address."""
+    app, credentials = req.app, basic_credentials(req.environ)
+    if credentials is None:
+        raise could_not_verify()  # at once, without hashing
+    name, password = credentials
+    address = req.environ.get("REMOTE_ADDR", "")
+    now, window = app.clock(), app.settings.login_window
+    # Keyed on at most 100 characters: no real name is longer, and a client
+    # must not be able to grow the table by sending huge names.
+    failures, window_start = req.store.count_login_attempt(req.conn, name[:100], address, now, window)
+    if failures > app.settings.login_max_failures:
+        retry_after = max(1, math.ceil(window_start + window - now))
+        raise HTTPError(429, "Too many failed logins; try again later", [("Retry-After", str(retry_after))])
+    account = req.store.get_login(req.conn, name)
+    # An unknown name costs one hash too, so timing does not tell names apart.
+    stored = account["password_hash"] if account else app.dummy_hash()
+    if not verify_password(password, stored) or account is None:
+        raise could_not_verify()
+    req.store.clear_login_failures(req.conn, name[:100], address)
+    if hash_iterations(stored) < app.settings.pbkdf2_iterations:
+        new_hash = hash_password(password, app.settings.pbkdf2_iterations)
+        req.store.rehash_password(req.conn, account["id"], stored, new_hash)
+    return 200, {"token": issue_token(app, account["public_id"]), "expires_in": app.settings.token_ttl}
+
+
+def logout(req: Request) -> Result:
+    """End this token: its jti joins the deny-list until it would expire."""
+    authenticate(req)
+    assert req.claims is not None
+    req.store.revoke_token(req.conn, req.claims["jti"], float(req.claims["exp"]), req.app.clock())
+    return 200, {"message": "Logged out!"}
+
+
+def public(account: dict[str, Any]) -> Body:
+    """An account as shown to clients: never its internal id or its hash."""
+    return {"public_id": account["public_id"], "name": account["name"], "admin": account["admin"]}
+
+
+def page(req: Request, *, with_complete: bool = False) -> tuple[int, int, bool | None]:
+    """Read ``limit``, ``offset`` (and ``complete``) from the query string."""
+    query = req.query()
+    limit = _query_int(query, "limit", 100, 1, 1000)
+    offset = _query_int(query, "offset", 0, 0, store.MAX_ID)
+    complete = None
+    if with_complete and "complete" in query:
+        if query["complete"] not in ("true", "false"):
+            raise HTTPError(400, "Query parameter 'complete' must be true or false")
+        complete = query["complete"] == "true"
+    return limit, offset, complete
+
+
+def _query_int(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise HTTPError(400, f"Query parameter '{name}' must be an integer from {low} to {high}")
+    return int(text)
+
+
+def next_link(req: Request, limit: int, offset: int, extra: dict[str, str]) -> list[tuple[str, str]]:
+    """A ``Link: <...>; rel="next"`` header (RFC 8288) for the following page."""
+    query = urlencode({"limit": limit, "offset": offset + limit, **extra})
+    return [("Link", f'<{req.url(req.path)}?{query}>; rel="next"')]
+
+
+def list_users(req: Request) -> Result:
+    """Every account, a page at a time."""
+    require_admin(req)
+    limit, offset, _ = page(req)
+    users = req.store.list_users(req.conn, limit + 1, offset)
+    headers = next_link(req, limit, offset, {}) if len(users) > limit else []
+    return 200, {"users": [public(u) for u in users[:limit]]}, headers
+
+
+def get_user(req: Request, public_id: str) -> Result:
+    """One account by its public id."""
+    require_admin(req)
+    user = req.store.get_user(req.conn, public_id)
+    if user is None:
+        raise HTTPError(404, "No user found!")
+    return 200, {"user": public(user)}
+
+
+def create_user(req: Request) -> Result:
+    """A new, non-admin account."""
+    require_admin(req)
+    data = req.json({"name": str, "password": str})
+    _check(name_problem(data["name"]))
+    _check(password_problem(data["password"]))
+    password_hash = hash_password(data["password"], req.app.settings.pbkdf2_iterations)
+    try:
+        user = req.store.create_user(req.conn, str(uuid.uuid4()), data["name"], password_hash, False)
+    except req.store.NameTaken:
+        raise HTTPError(409, "Name already taken!") from None
+    location = req.url(f"/user/{user['public_id']}")
+    return 201, {"message": "New user created!", "user": public(user)}, [("Location", location)]
+
+
+def promote_user(req: Request, public_id: str) -> Result:
+    """Make an account an admin."""
+    require_admin(req)
+    if req.store.update_user(req.conn, public_id, admin=True) is None:
+        raise HTTPError(404, "No user found!")
+    return 200, {"message": "The user has been promoted!"}
+
+
+def patch_user(req: Request, public_id: str) -> Result:
+    """Rename, reset the password of (ending its tokens), or (de)promote an account."""
+    require_admin(req)
+    data = req.json({}, {"name": str, "password": str, "admin": bool})
+    if "name" in data:
+        _check(name_problem(data["name"]))
+    password_hash = None
+    if "password" in data:
+        _check(password_problem(data["password"]))
+        password_hash = hash_password(data["password"], req.app.settings.pbkdf2_iterations)
+    try:
+        user = req.store.update_user(
+            req.conn,
+            public_id,
+            name=data.get("name"),
+            password_hash=password_hash,
+            admin=data.get("admin"),
+            now=req.app.clock(),
+        )
+    except req.store.NameTaken:
+        raise HTTPError(409, "Name already taken!") from None
+    except req.store.LastAdmin:
+        raise HTTPError(409, "Cannot remove the last admin!") from None
+    if user is None:
+        raise HTTPError(404, "No user found!")
+    return 200, {"user": public(user)}
+
+
+def delete_user(req: Request, public_id: str) -> Result:
+    """Delete an account, its to-dos and (so) its tokens; never the last admin."""
+    require_admin(req)
+    try:
+        deleted = req.store.delete_user(req.conn, public_id)
+    except req.store.LastAdmin:
+        raise HTTPError(409, "Cannot remove the last admin!") from None
+    if not deleted:
+        raise HTTPError(404, "No user found!")
+    return 200, {"message": "The user has been deleted!"}
+
+
+def get_me(req: Request) -> Result:
+    """The signed-in account."""
+    return 200, {"user": public(authenticate(req))}
+
+
+def change_my_password(req: Request) -> Result:
+    """Change one's own password; every token issued before it stops working."""
+    account = authenticate(req)
+    data = req.json({"old_password": str, "new_password": str})
+    _check(password_problem(data["new_password"], "new_password"))
+    login_row = req.store.get_login(req.conn, account["name"])
+    if login_row is None or not verify_password(data["old_password"], login_row["password_hash"]):
+        raise HTTPError(403, "Wrong password!")
+    new_hash = hash_password(data["new_password"], req.app.settings.pbkdf2_iterations)
+    req.store.update_user(req.conn, account["public_id"], password_hash=new_hash, now=req.app.clock())
+    return 200, {"message": "Password changed!"}
+
+
+def list_todos(req: Request) -> Result:
+    """The account's own to-dos in id order, a page at a time."""
+    account = authenticate(req)
+    limit, offset, complete = page(req, with_complete=True)
+    todos = req.store.list_todos(req.conn, account["id"], limit + 1, offset, complete)
+    headers = []
+    if len(todos) > limit:
+        extra = {} if complete is None else {"complete": "true" if complete else "false"}
+        headers = next_link(req, limit, offset, extra)
+    return 200, {"todos": todos[:limit]}, headers
+
+
+def get_todo(req: Request, todo_id: int) -> Result:
+    """One of the account's to-dos; another's is answered as missing."""
+    account = authenticate(req)
+    todo = req.store.get_todo(req.conn, account["id"], todo_id)
+    if todo is None:
+        raise HTTPError(404, "No todo found!")
+    return 200, {"todo": todo}
+
+
+def create_todo(req: Request) -> Result:
+    """A new, incomplete to-do."""
+    account = authenticate(req)
+    data = req.json({"text": str})
+    _check(text_problem(data["text"]))
+    todo = req.store.create_todo(req.conn, account["id"], data["text"])
+    return 201, {"message": "Todo created!", "todo": todo}, [("Location", req.url(f"/todo/{todo['id']}"))]
+
+
+def complete_todo(req: Request, todo_id: int) -> Result:
+    """Mark a to-do complete."""
+    account = authenticate(req)
+    if req.store.update_todo(req.conn, account["id"], todo_id, complete=True) is None:
+        raise HTTPError(404, "No todo found!")
+    return 200, {"message": "Todo item has been completed!"}
+
+
+def patch_todo(req: Request, todo_id: int) -> Result:
+    """Edit a to-do's text and/or completion; ``{}`` changes nothing."""
+    account = authenticate(req)
+    data = req.json({}, {"text": str, "complete": bool})
+    if "text" in data:
+        _check(text_problem(data["text"]))
+    todo = req.store.update_todo(
+        req.conn, account["id"], todo_id, text=data.get("text"), complete=data.get("complete")
+    )
+    if todo is None:
+        raise HTTPError(404, "No todo found!")
+    return 200, {"todo": todo}
+
+
+def delete_todo(req: Request, todo_id: int) -> Result:
+    """Delete a to-do."""
+    account = authenticate(req)
+    if not req.store.delete_todo(req.conn, account["id"], todo_id):
+        raise HTTPError(404, "No todo found!")
+    return 200, {"message": "Todo item deleted!"}
+
+
+ROUTES: list[tuple[str, str, Callable[..., Result]]] = [
+    ("GET", "/healthz", healthz),
+    ("GET", "/login", login),
+    ("POST", "/login", login),
+    ("POST", "/logout", logout),
+    ("GET", "/me", get_me),
+    ("PUT", "/me/password", change_my_password),
+    ("GET", "/user", list_users),
+    ("POST", "/user", create_user),
+    ("GET", "/user/<public_id>", get_user),
+    ("PUT", "/user/<public_id>", promote_user),
+    ("PATCH", "/user/<public_id>", patch_user),
+    ("DELETE", "/user/<public_id>", delete_user),
+    ("GET", "/todo", list_todos),
+    ("POST", "/todo", create_todo),
+    ("GET", "/todo/<int:todo_id>", get_todo),
+    ("PUT", "/todo/<int:todo_id>", complete_todo),
+    ("PATCH", "/todo/<int:todo_id>", patch_todo),
+    ("DELETE", "/todo/<int:todo_id>", delete_todo),
+]
+
+
+# -- the command line ----------------------------------------------------------------
+
+
+def read_new_password(stdin: Any = None) -> str:
+    """One line from standard input when it is not a terminal, else asked twice."""
+    stdin = stdin or sys.stdin
+    if not stdin.isatty():
+        return str(stdin.readline()).rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password (again): ") != first:
+        raise SystemExit("error: the passwords do not match")
+    return first
+
+
+def cmd_create_user(app: TodoApp, args: argparse.Namespace) -> int:
+    """Create an account from the command line."""
+    password = read_new_password()
+    problem = name_problem(args.name) or password_problem(password)
+    if problem:
+        print(f"error: {problem.replace('Field ', '')}", file=sys.stderr)
+        return 1
+    password_hash = hash_password(password, app.settings.pbkdf2_iterations)
+    with app.db.connection() as conn:
+        try:
+            user = app.store.create_user(conn, str(uuid.uuid4()), args.name, password_hash, args.admin)
+        except app.store.NameTaken:
+            print(f"error: the name {args.name!r} is already taken", file=sys.stderr)
+            return 1
+    role = "admin" if args.admin else "user"
+    print(f"created {role} {user['name']} ({user['public_id']})")
+    return 0
+
+
+def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
+    """Serve under waitress with limits that bound what one client can take."""
+    import waitress
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    waitress.serve(
+        app,
+        listen=args.listen,
+        threads=args.threads,
+        # Bounds on one client's reach (README, "Security").
+        connection_limit=100,
+        channel_timeout=30,
+        max_request_header_size=16384,
+        max_request_body_size=app.settings.max_body_bytes + 1024,
+        trusted_proxy=os.environ.get("TODO_TRUSTED_PROXY") or None,
+        trusted_proxy_headers=os.environ.get("TODO_TRUSTED_PROXY_HEADERS", "x-forwarded-for")
+        if os.environ.get("TODO_TRUSTED_PROXY")
+        else None,
+        clear_untrusted_proxy_headers=True,
+        ident="todo-wsgi",
+    )
+    return 0
+
+
+COMMANDS: dict[str, Callable[[TodoApp, argparse.Namespace], int]] = {
+    "create-user": cmd_create_user,
+    "serve": cmd_serve,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m todo_wsgi`` argument parser."""
+    parser = argparse.ArgumentParser(prog="python -m todo_wsgi", description="todo-wsgi operator commands")
+    parser.add_argument("--database", help="SQLite file or postgresql:// URL (default: $TODO_DATABASE or todo.db)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    create = commands.add_parser("create-user", help="create an account; password from stdin or prompted twice")
+    create.add_argument("name")
+    create.add_argument("--admin", action="store_true", help="make the account an admin")
+    serve = commands.add_parser("serve", help="serve the API under waitress")
+    serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
+    serve.add_argument("--threads", type=int, default=4, help="waitress worker threads (default 4)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one operator command; return its exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        app = create_app(database=args.database)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return COMMANDS[args.command](app, args)
+    finally:
+        app.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
