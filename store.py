@@ -248,15 +248,17 @@ def get_token_account(
 
 
 def get_login(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
-    """Return the account named ``name`` with its password hash, or None."""
+    """Return the account named ``name`` with its password hash and token cut-off, or None."""
     row = conn.execute(
-        "SELECT id, public_id, name, admin, password_hash FROM users WHERE name = ?", (name,)
+        "SELECT id, public_id, name, admin, password_hash, tokens_valid_after FROM users WHERE name = ?",
+        (name,),
     ).fetchone()
     if row is None:
         return None
     account = _account(row)
     assert account is not None
     account["password_hash"] = row["password_hash"]
+    account["tokens_valid_after"] = float(row["tokens_valid_after"])
     return account
 
 

@@ -384,20 +384,31 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def issue_token(app: TodoApp, public_id: str) -> str:
+def issue_token(app: TodoApp, public_id: str, tokens_valid_after: float = 0.0) -> str:
     """Sign a token for the account: public_id, iat, exp and a unique jti.
 
-    ``iat`` keeps microseconds (RFC 7519 allows a non-integer NumericDate), so
-    a token issued just after a password change in the same second still works.
+    ``iat`` keeps microseconds (RFC 7519 allows a non-integer NumericDate) and
+    is never before the account's cut-off, so a token issued just after a
+    password change works even when the clock has not moved since.
     """
     now = app.clock()
     claims = {
         "public_id": public_id,
-        "iat": round(now, 6),
+        "iat": max(round(now, 6), tokens_valid_after),
         "exp": int(now) + app.settings.token_ttl,
         "jti": secrets.token_urlsafe(16),
     }
     return jwt.encode(claims, app.secret_key, algorithm="HS256")
+
+
+def token_cutoff(now: float) -> float:
+    """The cut-off a password change sets: one microsecond after ``now``.
+
+    Every token issued until then has ``iat`` at most ``round(now, 6)``, below
+    it; every token issued after starts at it (``issue_token``). Old and new
+    tokens are told apart even when both are issued at the same clock reading.
+    """
+    return round(now, 6) + 1e-6
 
 
 def read_token(environ: Environ) -> str | None:
@@ -561,7 +572,8 @@ def login(req: Request) -> Result:
     if hash_iterations(stored) < app.settings.pbkdf2_iterations:
         new_hash = hash_password(password, app.settings.pbkdf2_iterations)
         req.store.rehash_password(req.conn, account["id"], stored, new_hash)
-    return 200, {"token": issue_token(app, account["public_id"]), "expires_in": app.settings.token_ttl}
+    token = issue_token(app, account["public_id"], account["tokens_valid_after"])
+    return 200, {"token": token, "expires_in": app.settings.token_ttl}
 
 
 def logout(req: Request) -> Result:
@@ -663,7 +675,7 @@ def patch_user(req: Request, public_id: str) -> Result:
             name=data.get("name"),
             password_hash=password_hash,
             admin=data.get("admin"),
-            now=req.app.clock(),
+            now=token_cutoff(req.app.clock()),
         )
     except req.store.NameTaken:
         raise HTTPError(409, "Name already taken!") from None
@@ -700,7 +712,8 @@ def change_my_password(req: Request) -> Result:
     if login_row is None or not verify_password(data["old_password"], login_row["password_hash"]):
         raise HTTPError(403, "Wrong password!")
     new_hash = hash_password(data["new_password"], req.app.settings.pbkdf2_iterations)
-    req.store.update_user(req.conn, account["public_id"], password_hash=new_hash, now=req.app.clock())
+    cutoff = token_cutoff(req.app.clock())
+    req.store.update_user(req.conn, account["public_id"], password_hash=new_hash, now=cutoff)
     return 200, {"message": "Password changed!"}
 
 

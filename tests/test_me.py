@@ -1,0 +1,163 @@
+"""Beyond the seed, one's own account: GET /me, PUT /me/password, POST /logout (API.md)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import jwt
+from webtest import TestApp
+from wsgiref.validate import validator
+
+from tests.conftest import USER_PASSWORD, basic, login
+
+NEW_PASSWORD = "a-new-password-2"
+
+
+def change_password(client, headers, old=USER_PASSWORD, new=NEW_PASSWORD, status=200):
+    body = {"old_password": old, "new_password": new}
+    return client.put_json("/me/password", body, headers=headers, status=status)
+
+
+def jti(token: str) -> str:
+    """The token's jti claim, read without checking the signature."""
+    return str(jwt.decode(token, options={"verify_signature": False})["jti"])
+
+
+def revoked_rows(database: str) -> list[str]:
+    with sqlite3.connect(database) as conn:
+        return [row[0] for row in conn.execute("SELECT jti FROM revoked_tokens ORDER BY jti")]
+
+
+# -- GET /me -------------------------------------------------------------------
+
+
+def test_me_answers_the_signed_in_account(client, user, user_headers):
+    response = client.get("/me", headers=user_headers, status=200)
+    assert response.json == {"user": {"public_id": user["public_id"], "name": "alice", "admin": False}}
+
+
+def test_me_needs_a_token(client):
+    response = client.get("/me", status=401)
+    assert response.json == {"message": "Token is missing!"}
+
+
+# -- PUT /me/password ------------------------------------------------------------
+
+
+def test_password_change_answers_password_changed(client, user_headers):
+    response = change_password(client, user_headers)
+    assert response.json == {"message": "Password changed!"}
+
+
+def test_password_change_lets_the_new_password_log_in_and_not_the_old(client, user_headers):
+    change_password(client, user_headers)
+    login(client, "alice", NEW_PASSWORD)
+    client.post("/login", headers=basic("alice", USER_PASSWORD), status=401)
+
+
+def test_password_change_with_wrong_old_password_is_403_and_changes_nothing(client, user_headers):
+    response = change_password(client, user_headers, old="not-the-password", status=403)
+    assert response.json == {"message": "Wrong password!"}
+    client.get("/me", headers=user_headers, status=200)
+    login(client, "alice", USER_PASSWORD)
+
+
+def test_password_change_refuses_a_bad_new_password_naming_new_password(client, user_headers):
+    for bad in ("short", "x" * 1025):
+        response = change_password(client, user_headers, new=bad, status=400)
+        assert "new_password" in response.json["message"]
+    login(client, "alice", USER_PASSWORD)
+
+
+def test_password_change_refuses_a_body_missing_old_password(client, user_headers):
+    response = client.put_json("/me/password", {"new_password": NEW_PASSWORD}, headers=user_headers, status=400)
+    assert "old_password" in response.json["message"]
+
+
+def test_password_change_ends_every_token_issued_before_it(client, user, user_headers):
+    other = {"x-access-token": login(client, "alice", USER_PASSWORD)}
+    change_password(client, user_headers)
+    for headers in (user_headers, other):
+        response = client.get("/me", headers=headers, status=401)
+        assert response.json == {"message": "Token is invalid!"}
+
+
+def test_token_issued_after_a_password_change_works_within_the_same_instant(client, user, user_headers):
+    # The fake clock does not move: change and new login happen at the same time.
+    change_password(client, user_headers)
+    fresh = {"x-access-token": login(client, "alice", NEW_PASSWORD)}
+    client.get("/me", headers=fresh, status=200)
+    client.get("/me", headers=user_headers, status=401)
+
+
+def test_token_issued_after_a_password_change_keeps_working_later(client, clock, user, user_headers):
+    change_password(client, user_headers)
+    clock.advance(1)
+    fresh = {"x-access-token": login(client, "alice", NEW_PASSWORD)}
+    clock.advance(60)
+    client.get("/me", headers=fresh, status=200)
+
+
+def test_password_change_leaves_other_accounts_tokens_alone(client, admin_headers, user_headers):
+    change_password(client, user_headers)
+    client.get("/me", headers=admin_headers, status=200)
+
+
+# -- POST /logout ------------------------------------------------------------------------
+
+
+def test_logout_answers_logged_out(client, user_headers):
+    response = client.post("/logout", headers=user_headers, status=200)
+    assert response.json == {"message": "Logged out!"}
+
+
+def test_logout_ends_that_token(client, user_headers):
+    client.post("/logout", headers=user_headers, status=200)
+    response = client.get("/me", headers=user_headers, status=401)
+    assert response.json == {"message": "Token is invalid!"}
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_logout_leaves_another_token_of_the_same_account_working(client, user, user_headers):
+    other = {"Authorization": f"Bearer {login(client, 'alice', USER_PASSWORD)}"}
+    client.post("/logout", headers=user_headers, status=200)
+    client.get("/me", headers=other, status=200)
+
+
+def test_logout_holds_in_another_app_sharing_the_database(client, make_app, user_headers):
+    client.post("/logout", headers=user_headers, status=200)
+    other_process = TestApp(validator(make_app()))
+    other_process.get("/me", headers=user_headers, status=401)
+
+
+def test_logout_needs_a_valid_token(client, user_headers):
+    client.post("/logout", status=401)
+    client.post("/logout", headers=user_headers, status=200)
+    client.post("/logout", headers=user_headers, status=401)
+
+
+def test_logout_deny_list_is_keyed_by_the_tokens_jti(client, database, user_headers):
+    client.post("/logout", headers=user_headers, status=200)
+    assert revoked_rows(database) == [jti(user_headers["x-access-token"])]
+
+
+def test_logout_prunes_deny_list_rows_whose_token_has_expired(client, app, clock, database, user, user_headers):
+    client.post("/logout", headers=user_headers, status=200)
+    clock.advance(app.settings.token_ttl + 1)
+    later = login(client, "alice", USER_PASSWORD)
+    client.post("/logout", headers={"x-access-token": later}, status=200)
+    assert revoked_rows(database) == [jti(later)]
+
+
+def test_logout_keeps_deny_list_rows_whose_token_has_not_expired(client, app, clock, database, user, user_headers):
+    client.post("/logout", headers=user_headers, status=200)
+    clock.advance(app.settings.token_ttl - 1)
+    later = login(client, "alice", USER_PASSWORD)
+    client.post("/logout", headers={"x-access-token": later}, status=200)
+    assert revoked_rows(database) == sorted([jti(user_headers["x-access-token"]), jti(later)])
+    client.get("/me", headers=user_headers, status=401)
+
+
+def test_every_token_carries_a_unique_jti(client, user):
+    tokens = [login(client, "alice", USER_PASSWORD) for _ in range(3)]
+    assert len({jti(token) for token in tokens}) == 3
