@@ -420,11 +420,12 @@ def token_cutoff(now: float) -> float:
 
 def read_token(environ: Environ) -> str | None:
     """The token from ``x-access-token`` or ``Authorization: Bearer``, if any."""
+    # A header that is present but empty carries a bad token, not none (issue 3).
     token = environ.get("HTTP_X_ACCESS_TOKEN")
-    if token:
-        return str(token)
+    if token is not None:
+        return str(token).strip()
     scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
+    if scheme.lower() == "bearer":
         return credentials.strip()
     return None
 

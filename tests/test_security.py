@@ -1,0 +1,239 @@
+"""Token attacks, mass assignment, and secrets that must never leave the server.
+
+Issue 3, points 1 and 2. Every forged token below is one a careless verifier
+would accept (the right key under another algorithm label, a valid signature
+over a stale or incomplete claim set, ...); each must answer
+``401 {"message": "Token is invalid!"}``. A control test shows that a token
+crafted the same way, but honestly, is accepted, so the rejections are not an
+accident of the crafting helper.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+
+import store
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, basic, login
+
+ANOTHER_KEY = "another-key-that-is-long-enough-for-hs256-0123456789"
+
+
+def b64url(data: bytes) -> str:
+    """RFC 7515 2: base64url without padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def craft(header: dict[str, Any], claims: dict[str, Any], key: str | None = None, signature: bytes = b"") -> str:
+    """A JWS compact token by hand; with ``key``, an HMAC-SHA256 signature over it."""
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    if key is not None:
+        signature = hmac.new(key.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def without(claims: dict[str, Any], name: str) -> dict[str, Any]:
+    return {k: v for k, v in claims.items() if k != name}
+
+
+def retarget(token: str, claims: dict[str, Any]) -> str:
+    """Swap a signed token's payload for another, keeping the old signature."""
+    header, _, signature = token.split(".")
+    return f"{header}.{b64url(json.dumps(claims).encode())}.{signature}"
+
+
+Forge = Callable[[str, dict[str, Any]], str]
+
+# Each row: (key of the app, valid claims for the admin) -> a token that must be refused.
+FORGERIES: dict[str, Forge] = {
+    "alg none, no signature": lambda key, c: craft({"alg": "none", "typ": "JWT"}, c),
+    "alg None, no signature": lambda key, c: craft({"alg": "None", "typ": "JWT"}, c),
+    "alg none, a valid HS256 signature kept": lambda key, c: craft({"alg": "none"}, c, key),
+    "HS256 with another key": lambda key, c: jwt.encode(c, ANOTHER_KEY, algorithm="HS256"),
+    "HS256 with an empty key": lambda key, c: craft({"alg": "HS256", "typ": "JWT"}, c, ""),
+    "right key but HS384": lambda key, c: jwt.encode(c, key, algorithm="HS384"),
+    "right key but HS512": lambda key, c: jwt.encode(c, key, algorithm="HS512"),
+    "alg hs256 in lower case": lambda key, c: craft({"alg": "hs256", "typ": "JWT"}, c, key),
+    # Algorithm confusion: an asymmetric label over an HMAC made with the
+    # server's own key, as if that key were the RSA/EC public key.
+    "RS256 header, HMAC signature with the right key": lambda key, c: craft({"alg": "RS256"}, c, key),
+    "RS256 header, 256-byte signature": lambda key, c: craft({"alg": "RS256"}, c, signature=os.urandom(256)),
+    "ES256 header, HMAC signature with the right key": lambda key, c: craft({"alg": "ES256"}, c, key),
+    "ES256 header, 64-byte signature": lambda key, c: craft({"alg": "ES256"}, c, signature=os.urandom(64)),
+    "exp in the past": lambda key, c: jwt.encode({**c, "exp": c["iat"] - 1}, key, algorithm="HS256"),
+    "exp exactly now": lambda key, c: jwt.encode({**c, "exp": c["iat"]}, key, algorithm="HS256"),
+    "exp not a number": lambda key, c: craft({"alg": "HS256"}, {**c, "exp": "9999999999"}, key),
+    "no exp": lambda key, c: jwt.encode(without(c, "exp"), key, algorithm="HS256"),
+    "no iat": lambda key, c: jwt.encode(without(c, "iat"), key, algorithm="HS256"),
+    "no public_id": lambda key, c: jwt.encode(without(c, "public_id"), key, algorithm="HS256"),
+    "public_id an object": lambda key, c: jwt.encode({**c, "public_id": {"$ne": ""}}, key, algorithm="HS256"),
+    "jti a list": lambda key, c: jwt.encode({**c, "jti": ["a"]}, key, algorithm="HS256"),
+    "unknown public_id": lambda key, c: jwt.encode({**c, "public_id": str(uuid.uuid4())}, key, algorithm="HS256"),
+    "payload swapped under a valid signature": lambda key, c: retarget(
+        jwt.encode({**c, "public_id": str(uuid.uuid4())}, key, algorithm="HS256"), c
+    ),
+    "empty": lambda key, c: "",
+    "truncated signature": lambda key, c: jwt.encode(c, key, algorithm="HS256")[:-4],
+    "truncated to two segments": lambda key, c: jwt.encode(c, key, algorithm="HS256").rsplit(".", 1)[0],
+    "one segment": lambda key, c: jwt.encode(c, key, algorithm="HS256").split(".")[0],
+    "non-base64": lambda key, c: "!!!.@@@.###",
+    "not a JWT at all": lambda key, c: "hello",
+}
+
+
+def valid_claims(app: Any, public_id: str) -> dict[str, Any]:
+    now = app.clock()
+    return {"public_id": public_id, "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex}
+
+
+def carry(token: str, how: str) -> dict[str, str]:
+    return {"x-access-token": token} if how == "x-access-token" else {"Authorization": f"Bearer {token}"}
+
+
+# -- point 1: token attacks ------------------------------------------------------
+
+
+def test_a_token_crafted_by_hand_with_the_right_key_is_accepted(client, app, admin):
+    token = craft({"alg": "HS256", "typ": "JWT"}, valid_claims(app, admin["public_id"]), app.secret_key)
+    assert client.get("/me", headers={"x-access-token": token}, status=200).json["user"]["name"] == "admin"
+
+
+@pytest.mark.parametrize("how", ["x-access-token", "bearer"])
+@pytest.mark.parametrize("forge", FORGERIES.values(), ids=FORGERIES.keys())
+def test_forged_token_is_invalid(client, app, admin, forge, how):
+    token = forge(app.secret_key, valid_claims(app, admin["public_id"]))
+    response = client.get("/me", headers=carry(token, how), status=401)
+    assert response.json == {"message": "Token is invalid!"}
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_token_expires_with_the_clock(client, app, admin, admin_headers, clock):
+    client.get("/me", headers=admin_headers, status=200)
+    clock.advance(app.settings.token_ttl)
+    assert client.get("/me", headers=admin_headers, status=401).json == {"message": "Token is invalid!"}
+
+
+def test_deleted_accounts_token_is_invalid(client, admin_headers, user, user_headers):
+    client.get("/me", headers=user_headers, status=200)
+    client.delete(f"/user/{user['public_id']}", headers=admin_headers, status=200)
+    assert client.get("/me", headers=user_headers, status=401).json == {"message": "Token is invalid!"}
+    assert client.get("/todo", headers=user_headers, status=401).json == {"message": "Token is invalid!"}
+
+
+@pytest.mark.parametrize("parameter", ["token", "x-access-token", "access_token", "jwt"])
+def test_token_in_the_query_string_is_not_accepted(client, admin_headers, parameter):
+    token = admin_headers["x-access-token"]
+    response = client.get(f"/todo?{parameter}={token}", status=401)
+    assert response.json == {"message": "Token is missing!"}
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+# -- point 2: mass assignment and secrets --------------------------------------------
+
+
+def test_admin_field_on_create_user_is_refused_and_creates_nobody(client, admin_headers):
+    body = {"name": "mallory", "password": "mallory-password", "admin": True}
+    response = client.post_json("/user", body, headers=admin_headers, status=400)
+    assert "admin" in response.json["message"]
+    names = [u["name"] for u in client.get("/user", headers=admin_headers, status=200).json["users"]]
+    assert names == ["admin"]
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/todo", {"text": "x", "owner_id": 1}),
+        ("/todo", {"text": "x", "complete": True}),
+        ("/todo", {"text": "x", "id": 99}),
+        ("/user", {"name": "m", "password": "mallory-password", "public_id": str(uuid.uuid4())}),
+        ("/user", {"name": "m", "password": "mallory-password", "password_hash": "pbkdf2_sha256$1$a$b"}),
+    ],
+    ids=["todo owner_id", "todo complete", "todo id", "user public_id", "user password_hash"],
+)
+def test_fields_a_route_does_not_take_are_refused_by_name(client, admin_headers, path, body):
+    extra = [name for name in body if name not in ("text", "name", "password")][0]
+    response = client.post_json(path, body, headers=admin_headers, status=400)
+    assert response.json == {"message": f"Field '{extra}' is not accepted here"}
+
+
+def test_no_response_header_or_log_line_carries_a_password_hash_or_token(
+    client, app, admin, caplog, monkeypatch
+):
+    caplog.set_level(logging.DEBUG)
+    passwords = [ADMIN_PASSWORD, "wrong-password-42", "ghost-password-7", "bob-password-1", "bob-password-2"]
+    passwords += ["bob-password-3", "shortpw", "mallory-password"]
+    tokens: list[str] = []
+    seen: list[Any] = []
+
+    def saw(response: Any) -> Any:
+        seen.append(response)
+        if "token" in (response.json or {}):
+            tokens.append(response.json["token"])
+        return response
+
+    admin_token = login(client, "admin", ADMIN_PASSWORD)
+    tokens.append(admin_token)
+    a = {"x-access-token": admin_token}
+    saw(client.post("/login", headers=basic("admin", "wrong-password-42"), status=401))
+    saw(client.post("/login", headers=basic("ghost", "ghost-password-7"), status=401))
+    bob = saw(client.post_json("/user", {"name": "bob", "password": "bob-password-1"}, headers=a, status=201))
+    bob_id = bob.json["user"]["public_id"]
+    saw(client.post_json("/user", {"name": "eve", "password": "shortpw"}, headers=a, status=400))
+    body = {"name": "mallory", "password": "mallory-password", "admin": True}
+    saw(client.post_json("/user", body, headers=a, status=400))
+    saw(client.get("/user", headers=a, status=200))
+    saw(client.get(f"/user/{bob_id}", headers=a, status=200))
+    b1 = {"x-access-token": saw(client.post("/login", headers=basic("bob", "bob-password-1"), status=200)).json["token"]}
+    saw(client.patch_json(f"/user/{bob_id}", {"password": "bob-password-2"}, headers=a, status=200))
+    saw(client.get("/me", headers=b1, status=401))
+    b2 = {"Authorization": "Bearer " + saw(client.get("/login", headers=basic("bob", "bob-password-2"), status=200)).json["token"]}
+    wrong_old = {"old_password": "wrong-password-42", "new_password": "bob-password-3"}
+    saw(client.put_json("/me/password", wrong_old, headers=b2, status=403))
+    saw(client.get(f"/todo?token={b2['Authorization'][7:]}", status=401))
+    saw(client.post_json("/todo", {"text": "secret plans"}, headers=b2, status=201))
+    # An unexpected failure while a password and a token are in flight.
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "update_user", _explode)
+        right_old = {"old_password": "bob-password-2", "new_password": "bob-password-3"}
+        failed = saw(client.put_json("/me/password", right_old, headers=b2, status=500))
+    assert failed.json == {"message": "Internal server error"}
+    saw(client.post("/logout", headers=b2, status=200))
+    saw(client.get("/me", headers=b2, status=401))
+
+    assert "RuntimeError: the disk is on fire" in caplog.text  # the traceback went to the log
+    secrets = passwords + tokens + [app.secret_key, "pbkdf2_sha256$"]
+    secrets += [basic(n, p)["Authorization"][6:] for n in ("admin", "bob", "ghost") for p in passwords]
+    with app.db.connection() as conn:
+        hashes = [row[0] for row in conn.execute("SELECT password_hash FROM users")]
+    secrets += [h.split("$", 2)[2] for h in hashes]  # salt and digest
+    log_text = caplog.text + "".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    for response in seen:
+        text = response.body.decode("ascii") + repr(response.headerlist)
+        assert "Traceback" not in text
+        issued = (response.json or {}).get("token")  # a login answer carries its own token, only
+        for secret in secrets:
+            assert secret == issued or secret not in text, (response.request.path, secret)
+    for secret in secrets:
+        assert secret not in log_text, secret
+
+
+def _explode(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("the disk is on fire")
+
+
+def test_user_password_is_never_in_an_account_view(client, admin_headers, user):
+    listed = client.get("/user", headers=admin_headers, status=200)
+    one = client.get(f"/user/{user['public_id']}", headers=admin_headers, status=200)
+    for body in (listed.body, one.body):
+        assert USER_PASSWORD.encode() not in body
+        assert b"pbkdf2" not in body and b"password" not in body
