@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import jwt
 
@@ -206,14 +206,17 @@ class TodoApp:
         except HTTPError as error:
             status, body, headers = error.status, {"message": error.message}, error.headers
         except self.store.UNAVAILABLE:
-            self.log.exception("database unavailable on %s %s", req.method, req.path)
+            self.log.exception("database unavailable on %s %s", req.method, req.log_path)
             status, body, headers = 503, {"message": "Database unavailable"}, [("Retry-After", "5")]
         except Exception:
             # The traceback goes to the log only; the client learns nothing of it.
-            self.log.exception("unhandled error on %s %s", req.method, req.path)
+            self.log.exception("unhandled error on %s %s", req.method, req.log_path)
             status, body, headers = 500, {"message": "Internal server error"}, []
-        if cors:
-            headers = headers + cors_headers(origin or "")
+        if self.cors_origins:
+            # Fetch standard, "CORS protocol and HTTP caches": whether the CORS
+            # headers come depends on Origin, so every answer varies on it,
+            # including those to no or an unlisted origin.
+            headers = headers + [("Vary", "Origin")] + (cors_headers(origin or "") if cors else [])
         payload = b"" if status == 204 else json_bytes(body)
         response_headers = [("Content-Length", str(len(payload)))] + headers
         if status != 204:
@@ -222,7 +225,7 @@ class TodoApp:
         self.access_log.info(
             "%s %s %d %.1fms %s",
             req.method,
-            req.path,
+            req.log_path,
             status,
             (time.perf_counter() - started) * 1000,
             req.account["public_id"] if req.account else "-",
@@ -259,10 +262,9 @@ def json_bytes(body: Any) -> bytes:
 
 
 def cors_headers(origin: str) -> list[tuple[str, str]]:
-    """Headers every answer to a listed origin carries, errors included."""
+    """Headers every answer to a listed origin carries, errors included (and Vary)."""
     return [
         ("Access-Control-Allow-Origin", origin),
-        ("Vary", "Origin"),
         ("Access-Control-Expose-Headers", "Location, Link, Retry-After, WWW-Authenticate"),
     ]
 
@@ -285,6 +287,12 @@ class Request:
     def store(self) -> ModuleType:
         """The store module for this app's backend."""
         return self.app.store
+
+    @property
+    def log_path(self) -> str:
+        """The path as a log shows it: re-percent-encoded (RFC 3986 2.1), so a
+        decoded newline or space cannot forge a second line; never the query."""
+        return quote(self.path, safe="/:@!$&'()*+,;=~", encoding="latin-1", errors="backslashreplace")
 
     def url(self, path: str) -> str:
         """An absolute path for ``path`` below the mount point (SCRIPT_NAME)."""
@@ -577,6 +585,7 @@ def login(req: Request) -> Result:
     if not verify_password(password, stored) or account is None:
         raise could_not_verify()
     req.store.clear_login_failures(req.conn, name[:100], address)
+    req.account = account  # for the access log
     if hash_iterations(stored) < app.settings.pbkdf2_iterations:
         new_hash = hash_password(password, app.settings.pbkdf2_iterations)
         req.store.rehash_password(req.conn, account["id"], stored, new_hash)
