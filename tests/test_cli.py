@@ -1,0 +1,144 @@
+"""The operator's commands, run as an operator runs them: in a child process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from wsgiref.validate import validator
+
+import pytest
+from webtest import TestApp
+
+from tests.conftest import ITERATIONS, basic
+
+PASSWORD = "cli-password-1"
+
+
+@pytest.fixture
+def env(database):
+    """The environment of a child process: this test's database, a low cost, no inherited settings."""
+    child = {name: value for name, value in os.environ.items() if not name.startswith("TODO_")}
+    child.update(TODO_DATABASE=database, TODO_PBKDF2_ITERATIONS=str(ITERATIONS))
+    return child
+
+
+def create_user(env, *args, stdin=PASSWORD + "\n", cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "todo_wsgi", "create-user", *args],
+        input=stdin,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_create_user_reads_the_password_from_piped_stdin_and_the_account_logs_in(env, client):
+    result = create_user(env, "carol")
+    assert result.returncode == 0, result.stderr
+    assert "carol" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
+    token = client.post("/login", headers=basic("carol", PASSWORD), status=200).json["token"]
+    client.get("/user", headers={"x-access-token": token}, status=403)
+
+
+def test_create_user_admin_flag_makes_an_admin(env, client):
+    result = create_user(env, "root", "--admin")
+    assert result.returncode == 0, result.stderr
+    token = client.post("/login", headers=basic("root", PASSWORD), status=200).json["token"]
+    users = client.get("/user", headers={"x-access-token": token}, status=200).json["users"]
+    assert [(u["name"], u["admin"]) for u in users] == [("root", True)]
+
+
+def test_create_user_with_a_taken_name_exits_1_with_a_clear_message(env, client):
+    assert create_user(env, "carol").returncode == 0
+    result = create_user(env, "carol", stdin="another-password\n")
+    assert result.returncode == 1
+    assert "already taken" in result.stderr
+    assert "Traceback" not in result.stderr
+    client.post("/login", headers=basic("carol", PASSWORD), status=200)
+
+
+def test_create_user_with_a_short_password_exits_1_with_a_clear_message(env, client):
+    result = create_user(env, "carol", stdin="short\n")
+    assert result.returncode == 1
+    assert "password" in result.stderr and "8 to 1024" in result.stderr
+    assert "Traceback" not in result.stderr
+    client.post("/login", headers=basic("carol", "short"), status=401)
+
+
+def test_create_user_database_option_wins_over_the_environment(env, tmp_path, make_app):
+    other = str(tmp_path / "option.db")
+    result = subprocess.run(
+        [sys.executable, "-m", "todo_wsgi", "--database", other, "create-user", "carol"],
+        input=PASSWORD + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    TestApp(validator(make_app(database=other))).post("/login", headers=basic("carol", PASSWORD), status=200)
+    TestApp(validator(make_app())).post("/login", headers=basic("carol", PASSWORD), status=401)
+
+
+def test_short_secret_key_in_the_environment_exits_1_with_a_clear_message(env):
+    result = create_user({**env, "TODO_SECRET_KEY": "too-short"}, "carol")
+    assert result.returncode == 1
+    assert "TODO_SECRET_KEY must be at least 32 bytes" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get_json(url):
+    """(status, body) of a GET, or None while nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+    except OSError:
+        return None
+
+
+def test_waitress_serve_call_create_app_serves_with_the_environment(env, tmp_path, database):
+    workdir = tmp_path / "workdir"  # where a default todo.db would appear
+    workdir.mkdir()
+    port = free_port()
+    waitress_serve = Path(sys.executable).parent / "waitress-serve"
+    server = subprocess.Popen(
+        [str(waitress_serve), f"--listen=127.0.0.1:{port}", "--call", "todo_wsgi:create_app"],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        answer = None
+        deadline = time.monotonic() + 10
+        while answer is None and server.poll() is None and time.monotonic() < deadline:
+            answer = get_json(f"http://127.0.0.1:{port}/healthz")
+            if answer is None:
+                time.sleep(0.05)
+        assert answer == (200, {"status": "ok"}), server.stderr.read().decode() if server.poll() is not None else ""
+        assert Path(database).exists()  # TODO_DATABASE was read
+        assert not (workdir / "todo.db").exists()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server.stderr.close()
