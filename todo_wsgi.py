@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -44,7 +45,11 @@ __all__ = ["HTTPError", "Settings", "TodoApp", "create_app", "main"]
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 Body = dict[str, Any]
-Result = tuple[int, Body] | tuple[int, Body, list[tuple[str, str]]]
+# A handler answers a body to encode, or bytes already encoded (the OpenAPI document).
+Result = tuple[int, Body | bytes] | tuple[int, Body | bytes, list[tuple[str, str]]]
+
+# Shipped beside this module: in the checkout, and in the wheel by setup.py's build_py.
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
 
 # -- settings and create_app ---------------------------------------------------
@@ -164,6 +169,8 @@ class TodoApp:
                 conn, "jwt_signing_key", secrets.token_urlsafe(48)
             )
         self.router = Router(ROUTES)
+        # Parsed once to fail at start on a broken file, then served as these bytes.
+        self.openapi_document = json_bytes(json.loads(OPENAPI_PATH.read_text(encoding="utf-8")))
         self.cors_origins = frozenset(settings.cors_origins)
         self._dummy_hash: str | None = None
 
@@ -192,6 +199,7 @@ class TodoApp:
         req = Request(self, environ)
         origin = environ.get("HTTP_ORIGIN")
         cors = origin is not None and origin in self.cors_origins
+        body: Body | bytes
         headers: list[tuple[str, str]]
         try:
             if cors and req.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
@@ -565,6 +573,11 @@ def healthz(req: Request) -> Result:
     return 200, {"status": "ok"}
 
 
+def openapi(req: Request) -> Result:
+    """This API's OpenAPI 3.1 document, read and encoded once per app; no token."""
+    return 200, req.app.openapi_document
+
+
 def login(req: Request) -> Result:
     """Exchange HTTP Basic credentials for a token, throttled per name and address."""
     app, credentials = req.app, basic_credentials(req.environ)
@@ -796,6 +809,7 @@ def delete_todo(req: Request, todo_id: int) -> Result:
 
 ROUTES: list[tuple[str, str, Callable[..., Result]]] = [
     ("GET", "/healthz", healthz),
+    ("GET", "/openapi.json", openapi),
     ("GET", "/login", login),
     ("POST", "/login", login),
     ("POST", "/logout", logout),
