@@ -868,6 +868,12 @@ def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
     import waitress
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # waitress refuses trusted_proxy_headers=None: name the proxy settings only when a proxy is set.
+    proxy = os.environ.get("TODO_TRUSTED_PROXY")
+    proxy_settings = {}
+    if proxy:
+        headers = os.environ.get("TODO_TRUSTED_PROXY_HEADERS", "x-forwarded-for")
+        proxy_settings = {"trusted_proxy": proxy, "trusted_proxy_headers": headers}
     waitress.serve(
         app,
         listen=args.listen,
@@ -877,10 +883,7 @@ def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
         channel_timeout=30,
         max_request_header_size=16384,
         max_request_body_size=app.settings.max_body_bytes + 1024,
-        trusted_proxy=os.environ.get("TODO_TRUSTED_PROXY") or None,
-        trusted_proxy_headers=os.environ.get("TODO_TRUSTED_PROXY_HEADERS", "x-forwarded-for")
-        if os.environ.get("TODO_TRUSTED_PROXY")
-        else None,
+        **proxy_settings,
         clear_untrusted_proxy_headers=True,
         ident="todo-wsgi",
     )

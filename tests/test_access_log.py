@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -106,3 +112,43 @@ def test_access_log_logs_a_failing_request_once(make_app, access, monkeypatch):
     TestApp(validator(app)).get("/boom", status=500)
     (line,) = access()
     assert LINE.fullmatch(line)["status"] == "500"
+
+
+@pytest.fixture
+def served(tmp_path):
+    """``python -m todo_wsgi serve`` on an ephemeral port; yields (base URL, process); stopped at the end."""
+    env = {**os.environ, "TODO_DATABASE": str(tmp_path / "served.db")}
+    env.pop("TODO_TRUSTED_PROXY", None)
+    command = [sys.executable, "-m", "todo_wsgi", "serve", "--listen", "127.0.0.1:0"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(30, process.kill)  # never hang the suite on a server that did not start
+    watchdog.start()
+    try:
+        for line in process.stderr:
+            found = re.search(r"Serving on (http://127\.0\.0\.1:[0-9]+)", line)
+            if found:
+                yield found[1], process
+                break
+        else:
+            pytest.fail("the server exited before serving")
+    finally:
+        watchdog.cancel()
+        process.kill()
+        process.wait(timeout=10)
+
+
+def test_serve_command_writes_one_access_line_per_request_without_query_values(served):
+    base, process = served
+    with urllib.request.urlopen(f"{base}/healthz?token=query-secret", timeout=10) as response:
+        assert response.status == 200
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base}/me?password=query-secret", timeout=10)
+    assert refused.value.code == 401
+    process.terminate()
+    _, rest = process.communicate(timeout=10)
+    lines = [line for line in rest.splitlines() if " todo_wsgi.access " in line]
+    assert [line.split(" todo_wsgi.access ")[1].split(" ")[:3] for line in lines] == [
+        ["GET", "/healthz", "200"],
+        ["GET", "/me", "401"],
+    ]
+    assert "query-secret" not in rest
