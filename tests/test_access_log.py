@@ -10,9 +10,12 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from wsgiref.validate import validator
 
 import pytest
+from webtest import TestApp
 
+import todo_wsgi
 from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, basic
 
 LOGGER = "todo_wsgi.access"
@@ -99,11 +102,6 @@ def test_access_log_cannot_be_forged_with_a_newline_in_the_path(client, access):
 
 
 def test_access_log_logs_a_failing_request_once(make_app, access, monkeypatch):
-    from webtest import TestApp
-    from wsgiref.validate import validator
-
-    import todo_wsgi
-
     def broken(req):
         raise RuntimeError("boom")
 

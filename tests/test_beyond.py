@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
+from wsgiref.validate import validator
 
 import pytest
 from webtest import TestApp
-from wsgiref.validate import validator
 
 import store
 from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login

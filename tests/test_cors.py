@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from wsgiref.validate import validator
+
 import pytest
 from webtest import TestApp
-from wsgiref.validate import validator
 
 from tests.conftest import ADMIN_PASSWORD, basic
 
@@ -41,7 +42,8 @@ def cors_client(make_app):
 
 @pytest.fixture
 def cors_token(cors_client, admin):
-    return {"x-access-token": cors_client.post("/login", headers=basic("admin", ADMIN_PASSWORD), status=200).json["token"]}
+    response = cors_client.post("/login", headers=basic("admin", ADMIN_PASSWORD), status=200)
+    return {"x-access-token": response.json["token"]}
 
 
 # -- off by default ------------------------------------------------------------------------

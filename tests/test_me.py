@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from wsgiref.validate import validator
 
 import jwt
 from webtest import TestApp
-from wsgiref.validate import validator
 
 from tests.conftest import USER_PASSWORD, basic, login
 

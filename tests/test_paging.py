@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import uuid
 from urllib.parse import parse_qs, urlsplit
+from wsgiref.validate import validator
 
 import pytest
 from webtest import TestApp
-from wsgiref.validate import validator
 
 from tests.conftest import USER_PASSWORD, add_account, login
 
