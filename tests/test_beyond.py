@@ -8,7 +8,6 @@ from wsgiref.validate import validator
 import pytest
 from webtest import TestApp
 
-import store
 from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login
 
 LAST_ADMIN = {"message": "Cannot remove the last admin!"}
@@ -227,13 +226,14 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(make_app, monkey
     targets = [second["public_id"], first["public_id"]]
     # Hold each request at the store until both have passed require_admin.
     barrier = threading.Barrier(2, timeout=10)
-    real_update_user = store.update_user
+    backend = apps[0].store  # the store module of this backend, shared by both apps
+    real_update_user = backend.update_user
 
     def update_user_once_both_are_in(*args, **kwargs):
         barrier.wait()
         return real_update_user(*args, **kwargs)
 
-    monkeypatch.setattr(store, "update_user", update_user_once_both_are_in)
+    monkeypatch.setattr(backend, "update_user", update_user_once_both_are_in)
     statuses = [0, 0]
 
     def demote(i):
@@ -245,8 +245,8 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(make_app, monkey
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    monkeypatch.setattr(store, "update_user", real_update_user)
+    monkeypatch.setattr(backend, "update_user", real_update_user)
     assert sorted(statuses) == [200, 409]
     with apps[0].db.connection() as conn:
-        admins = [u["name"] for u in store.list_users(conn) if u["admin"]]
+        admins = [u["name"] for u in backend.list_users(conn) if u["admin"]]
     assert admins in (["first"], ["second"])
