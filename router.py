@@ -81,6 +81,9 @@ class Router:
         self._static: dict[str, dict[str, Any]] = {
             pattern: methods for pattern, methods in by_pattern.items() if "<" not in pattern
         }
+        # A literal pattern matches only its own path, which the dict above
+        # answers: the regex scan needs only the patterns with placeholders.
+        self._dynamic = [route for route, pattern in zip(self._routes, by_pattern) if "<" in pattern]
 
     def match(self, method: str, path: str) -> tuple[Any, dict[str, Any]]:
         """Return ``(target, params)`` or raise HTTPError 404 or 405."""
@@ -89,7 +92,7 @@ class Router:
             if method in methods:
                 return methods[method], {}
             raise self._not_allowed(methods)
-        for regex, converters, methods in self._routes:
+        for regex, converters, methods in self._dynamic:
             found = regex.fullmatch(path)
             if found is None:
                 continue

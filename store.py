@@ -71,6 +71,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (name, address)
     );
     """,
+    # GET /todo without a filter lists in id order: todos_owner (owner_id,
+    # complete, id) gives (complete, id) order, so SQLite sorted all of an
+    # account's to-dos for every page. This index serves that page directly.
+    """
+    CREATE INDEX todos_owner_id ON todos (owner_id, id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,156 @@
+"""In-process benchmark: the WSGI callable called directly, no network, no server.
+
+Reports microseconds per request for each scenario (median of repeated timed
+batches, the harness's own cost measured on a null app and subtracted), then a
+cProfile run of each scenario broken down into where the time goes: routing,
+token decode (PyJWT), the account check (one indexed read), the handler's store
+call, JSON encoding, the access log, and the rest of the edge.
+
+    .venv/bin/python bench/inprocess.py            # BENCH_BATCH, BENCH_REPEAT tune it
+
+Owns nothing outside bench/; reads the app only through its WSGI interface.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import os
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+# (label, predicate on a profiled function (file, line, name)); first match wins.
+CATEGORIES: list[tuple[str, Callable[[tuple[str, int, str]], bool]]] = [
+    ("routing", lambda f: f[0].endswith("router.py")),
+    ("token decode", lambda f: f[2] in ("decode_token", "read_token", "verify_token")),
+    ("account check", lambda f: f[0].endswith("store.py") and f[2] == "get_token_account"),
+    ("store", lambda f: f[0].endswith("store.py") and f[2] != "get_token_account"),
+    ("json encode", lambda f: f[2] == "json_bytes"),
+    ("body parse", lambda f: f[2] == "parse_json"),
+    ("password hash", lambda f: f[2] in ("hash_password", "verify_password")),
+    ("access log", lambda f: os.sep + "logging" + os.sep in f[0]),
+]
+
+
+def null_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    start_response("200 OK", [("Content-Length", "0")])
+    return [b""]
+
+
+def runner(app: Callable[..., Any], scenario: common.Scenario) -> Callable[[int], None]:
+    """A loop calling ``app`` n times with fresh environs for ``scenario``."""
+    base = common.environ(scenario.method, scenario.path, scenario.token, scenario.body, scenario.headers)
+    body, BytesIO = scenario.body, io.BytesIO
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        pass
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            env = base.copy()
+            env["wsgi.input"] = BytesIO(body)
+            for _chunk in app(env, start_response):
+                pass
+
+    return run
+
+
+def time_per_call(run: Callable[[int], None], batch: int, repeat: int) -> float:
+    """Median over ``repeat`` batches of the seconds per call."""
+    run(min(batch, 50))  # warm: connections opened, statements prepared
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run(batch)
+        samples.append((time.perf_counter() - started) / batch)
+    return common.median(samples)
+
+
+def breakdown(run: Callable[[int], None], calls: int) -> tuple[float, dict[str, float]]:
+    """Profile ``calls`` requests; return (total s, seconds by category)."""
+    profiler = cProfile.Profile()
+    profiler.runcall(run, calls)
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total = sum(tt for (_, _, tt, _, _) in stats.values())
+    spent = dict.fromkeys([label for label, _ in CATEGORIES], 0.0)
+
+    def category(func: tuple[str, int, str]) -> str | None:
+        return next((label for label, test in CATEGORIES if test(func)), None)
+
+    for func, (_, _, _, _, callers) in stats.items():
+        label = category(func)
+        if label is None:
+            continue
+        # Time entering this category from the app's own code: no double
+        # counting of calls made inside it (contextlib, nested helpers).
+        for caller, (_, _, _, cumulative) in callers.items():
+            if caller[0].endswith("todo_wsgi.py") and category(caller) != label:
+                spent[label] += cumulative
+    return total, spent
+
+
+def main() -> int:
+    batch = common.env_int("BENCH_BATCH", 2000)
+    repeat = common.env_int("BENCH_REPEAT", 7)
+    with tempfile.TemporaryDirectory(prefix="todo-bench-") as tmp:
+        database = os.path.join(tmp, "bench.db")
+        iterations = common.env_int("BENCH_LOGIN_ITERATIONS", common.LOGIN_ITERATIONS)
+        seeded = common.seed(database, iterations)
+        app = common.make_app(database, iterations)
+        try:
+            return report(app, seeded, batch, repeat, iterations)
+        finally:
+            app.close()
+
+
+def report(app: Any, seeded: common.Seeded, batch: int, repeat: int, iterations: int) -> int:
+    print(f"in-process, {common.machine()}; median of {repeat} batches of {batch} calls")
+    for scenario in common.scenarios(seeded):
+        status, body = common.call(app, common.environ(
+            scenario.method, scenario.path, scenario.token, scenario.body, scenario.headers))
+        if not status.startswith(str(scenario.expect)):
+            print(f"{scenario.name}: unexpected {status} {body[:200]!r}", file=sys.stderr)
+            return 1
+    harness = time_per_call(runner(null_app, common.scenarios(seeded)[0]), batch, repeat)
+    print(f"harness (environ copy + call of a null app): {harness * 1e6:.2f} us, subtracted below\n")
+    print(f"{'scenario':<10}{'us/request':>12}")
+    rows = []
+    for scenario in common.scenarios(seeded):
+        run = runner(app, scenario)
+        if scenario.name == "login":
+            n, reps = 3, 3  # hashing is the cost by design: few calls suffice
+        else:
+            n, reps = batch, repeat
+        seconds = time_per_call(run, n, reps) - harness
+        label = scenario.name + (f" ({iterations} iterations)" if scenario.name == "login" else "")
+        print(f"{label:<10}{seconds * 1e6:>12.1f}")
+        rows.append((scenario, run, n))
+    print("\nwhere the time goes (cProfile, % of profiled time; the profiler inflates small calls)")
+    labels = [label for label, _ in CATEGORIES]
+    print(f"{'scenario':<10}" + "".join(f"{label:>15}" for label in labels) + f"{'rest':>8}")
+    for scenario, run, n in rows:
+        total, spent = breakdown(run, min(n, 2000))
+        rest = total - sum(spent.values())
+        print(
+            f"{scenario.name:<10}"
+            + "".join(f"{100 * spent[label] / total:>14.0f}%" for label in labels)
+            + f"{100 * rest / total:>7.0f}%"
+        )
+    if os.environ.get("BENCH_PROFILE"):
+        scenario = next(s for s in common.scenarios(seeded) if s.name == os.environ["BENCH_PROFILE"])
+        profiler = cProfile.Profile()
+        profiler.runcall(runner(app, scenario), batch)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
