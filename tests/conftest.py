@@ -2,11 +2,26 @@
 
 Tests use a low PBKDF2 iteration count for speed; the production default is
 exercised by the settings tests only.
+
+Every test that uses the ``database`` fixture (through ``make_app``, ``app``,
+``client`` ...) runs twice: ``[sqlite]`` on a file in its tmp_path and
+``[postgres]`` on an empty database of a throwaway PostgreSQL server started
+once per session (tests/pg.py), or of the server named by
+TODO_TEST_POSTGRES_URL. Without PostgreSQL the second half is skipped, and
+the summary says how to enable it; ``-k sqlite`` runs the first half alone.
+
+A test about the SQLite file itself runs on SQLite only: mark it
+``@pytest.mark.sqlite_only``. Tests whose own source names ``sqlite3`` or the
+``store`` module (not ``app.store``), or that take ``database`` in a module
+that imports sqlite3, are taken to be such tests without the mark.
 """
 
 from __future__ import annotations
 
 import base64
+import inspect
+import re
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 from wsgiref.validate import validator
@@ -34,10 +49,79 @@ class FakeClock:
         self.now += seconds
 
 
+BACKENDS = ["sqlite", "postgres"]
+PG_SKIPPED = "PostgreSQL half skipped"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: inspects the SQLite file or store.py itself; runs on SQLite only")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that uses the ``database`` fixture on both backends."""
+    if "database" not in metafunc.fixturenames:
+        return
+    if any("database" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize")):
+        return  # the test chose its databases itself
+    backends = ["sqlite"] if _sqlite_only(metafunc) else BACKENDS
+    metafunc.parametrize("database", backends, indirect=True)
+
+
+_NAMES_SQLITE3 = re.compile(r"\bsqlite3\b")
+_NAMES_STORE = re.compile(r"(?<![.\w])store\b")
+
+
+def _sqlite_only(metafunc: pytest.Metafunc) -> bool:
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        return True
+    try:
+        source = inspect.getsource(metafunc.function)
+    except (OSError, TypeError):
+        return False
+    module = metafunc.module
+    imports_sqlite3 = "sqlite3" in sys.modules and getattr(module, "sqlite3", None) is sys.modules["sqlite3"]
+    imports_store = "store" in sys.modules and getattr(module, "store", None) is sys.modules["store"]
+    if _NAMES_SQLITE3.search(source) or (imports_store and _NAMES_STORE.search(source)):
+        return True
+    return imports_sqlite3 and "database" in inspect.signature(metafunc.function).parameters
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Any]:
+    """One throwaway PostgreSQL server for the session (tests/pg.py), started on first use."""
+    from tests import pg
+
+    reason = pg.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"{PG_SKIPPED}: {reason}. To run it: {pg.HOW_TO_ENABLE}")
+    cluster = pg.open_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
-def database(tmp_path: Any) -> str:
-    """A fresh database for each test: a SQLite file in the test's own directory."""
-    return str(tmp_path / "todo.db")
+def database(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A fresh database for each test: a SQLite file in the test's own directory,
+    or an empty, migrated PostgreSQL database (a URL)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield str(tmp_path / "todo.db")
+        return
+    cluster = request.getfixturevalue("postgres_cluster")
+    url = cluster.take_database()
+    try:
+        yield url
+    finally:
+        cluster.give_back(url)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say plainly when the PostgreSQL half did not run, and how to run it."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if PG_SKIPPED in str(r.longrepr)]
+    if skipped:
+        reason = str(skipped[0].longrepr[2]).removeprefix("Skipped: ")
+        terminalreporter.write_line(f"{len(skipped)} tests: {reason}", yellow=True, bold=True)
 
 
 @pytest.fixture

@@ -112,6 +112,7 @@ def get_json(url):
         return None
 
 
+@pytest.mark.sqlite_only  # looks for the SQLite file TODO_DATABASE names
 def test_waitress_serve_call_create_app_serves_with_the_environment(env, tmp_path, database):
     workdir = tmp_path / "workdir"  # where a default todo.db would appear
     workdir.mkdir()

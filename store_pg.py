@@ -1,0 +1,635 @@
+"""The PostgreSQL repository: schema, connections, transactions and every query.
+
+Owns all SQL for the shared backend that several servers use at once. The
+same functions as ``store.py``, in the same order, with the same arguments and
+return shapes, so a reviewer reads the two side by side and handlers never
+ask which one they have. Knows nothing of HTTP, JSON or tokens.
+
+Concurrency: READ COMMITTED with row locks, not SERIALIZABLE. Every decision
+SQLite takes under BEGIN IMMEDIATE is here either one atomic statement (a
+UNIQUE constraint for names, INSERT ... ON CONFLICT for throttle counts, the
+deny-list and the signing key, an UPDATE for the password cut-off) or, for
+"is this the last admin?", a read of the admin rows under SELECT ... FOR
+UPDATE, taken in id order, so two servers demoting each other queue on the
+same rows instead of both seeing two admins. Nothing here waits on anything
+but those few rows, and PostgreSQL never answers these transactions with a
+serialization failure; a deadlock or a serialization failure that another
+engine speaking the protocol raises anyway (CockroachDB, for one, at any
+isolation) is retried a few times by ``_retried``.
+
+Needs the ``postgres`` extra (psycopg 3 and psycopg_pool). Must not import
+todo_wsgi, router, or anything web-related.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+BACKEND = "postgresql"
+
+# Ids are BIGINT (BIGSERIAL): a larger id cannot name a row, and psycopg
+# would send it as a numeric that PostgreSQL must then compare to a bigint.
+MAX_ID = 2**63 - 1
+
+
+# Errors meaning "the database cannot answer now": the edge answers 503.
+# OperationalError covers a refused or dropped connection, a server shutting
+# down, and (as TransactionRollback) a failure ``_retried`` gave up on;
+# PoolTimeout is no free connection within POOL_TIMEOUT.
+UNAVAILABLE: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
+
+
+class NameTaken(Exception):
+    """An account with that name already exists."""
+
+
+class LastAdmin(Exception):
+    """The change would leave no admin account."""
+
+
+# Each step runs in one transaction together with its schema_version bump,
+# under an advisory lock, so two servers starting at once on a new database
+# apply each step exactly once, and a crash mid-step leaves the previous version.
+# Same tables, columns and meaning as store.MIGRATIONS; BIGSERIAL ids, real
+# booleans, DOUBLE PRECISION for SQLite's REAL Unix times. TEXT holds any
+# Unicode but NUL, which the application refuses before it gets here.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE users (
+        id BIGSERIAL PRIMARY KEY,
+        public_id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        admin BOOLEAN NOT NULL DEFAULT false,
+        tokens_valid_after DOUBLE PRECISION NOT NULL DEFAULT 0
+    );
+    CREATE TABLE todos (
+        id BIGSERIAL PRIMARY KEY,
+        owner_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        text TEXT NOT NULL,
+        complete BOOLEAN NOT NULL DEFAULT false
+    );
+    CREATE INDEX todos_owner ON todos (owner_id, complete, id);
+    CREATE TABLE app_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE revoked_tokens (
+        jti TEXT PRIMARY KEY,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX revoked_tokens_expiry ON revoked_tokens (expires_at);
+    CREATE TABLE login_failures (
+        name TEXT NOT NULL,
+        address TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        window_start DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (name, address)
+    );
+    """,
+    # As store.py: GET /todo without a filter lists in id order, which
+    # todos_owner (owner_id, complete, id) cannot give without a sort.
+    """
+    CREATE INDEX todos_owner_id ON todos (owner_id, id);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# pg_advisory_xact_lock key serialising migrations: "todo" in ASCII.
+MIGRATION_LOCK = 0x746F646F
+
+# Seconds a request waits for a pooled connection before answering 503: the
+# same patience as SQLite's busy_timeout. With as many connections as waitress
+# threads a request waits only while the pool reconnects after an outage.
+POOL_TIMEOUT = 5.0
+
+# Seconds to wait for a new connection (libpq's connect_timeout), unless the URL sets one.
+CONNECT_TIMEOUT = 5
+
+_T = TypeVar("_T")
+
+
+# -- connections and transactions -------------------------------------------
+
+
+class Database:
+    """A pool of up to ``pool_size`` connections to one PostgreSQL database.
+
+    waitress runs each request on one of a fixed number of threads, and each
+    thread uses at most one connection at a time, so a pool as large as the
+    thread count never makes a request wait for another's connection. It
+    opens one at start and grows on demand (shrinking back after ten idle
+    minutes). Connections are in autocommit mode: every write below is inside
+    an explicit transaction().
+    """
+
+    def __init__(self, url: str, pool_size: int = 4) -> None:
+        self.url = url
+        params = conninfo_to_dict(url)
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        params.setdefault("application_name", "todo-wsgi")
+        conninfo = make_conninfo("", **params)
+        # One direct connection first: an unreachable server, a wrong password
+        # or a wrong encoding stops the start at once, in libpq's own words.
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                check_encoding(conn)
+                migrate(conn)
+        except psycopg.OperationalError as exc:
+            raise RuntimeError(f"cannot use the PostgreSQL database: {exc}".strip()) from exc
+        self.pool = psycopg_pool.ConnectionPool(
+            conninfo,
+            kwargs={"autocommit": True},
+            min_size=1,
+            max_size=pool_size,
+            timeout=POOL_TIMEOUT,
+            name="todo-wsgi",
+            open=True,
+        )
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """Yield a pooled connection for the length of one request."""
+        with self.pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Close every connection of the pool."""
+        self.pool.close()
+
+
+def open_database(url: str, pool_size: int = 4) -> Database:
+    """Open (migrating if needed) the PostgreSQL database at ``url``.
+
+    ``pool_size`` connections per process: match waitress's threads, and keep
+    pool_size x servers under the server's max_connections.
+    """
+    return Database(url, pool_size)
+
+
+def check_encoding(conn: psycopg.Connection[Any]) -> None:
+    """Refuse a database that cannot hold any Unicode text."""
+    (encoding,) = _one(conn.execute("SHOW server_encoding"))
+    if encoding != "UTF8":
+        raise RuntimeError(
+            f"the PostgreSQL database has encoding {encoding}; to-do text needs UTF8: "
+            "CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0"
+        )
+
+
+@contextlib.contextmanager
+def transaction(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """Run the block as one transaction; roll back on any exception.
+
+    READ COMMITTED: a decision that depends on other rows locks them first
+    (see ``_lock_admins``); the rest is one statement each.
+    """
+    with conn.transaction():
+        yield conn
+
+
+def _retried(function: Callable[..., _T]) -> Callable[..., _T]:
+    """Run a write again when the server aborted it as a deadlock or serialization failure.
+
+    Only for functions that own their whole transaction: the aborted attempt
+    left nothing behind, so running it again is safe.
+    """
+
+    @functools.wraps(function)
+    def retrying(*args: Any, **kwargs: Any) -> _T:
+        for attempt in range(4):
+            try:
+                return function(*args, **kwargs)
+            except (errors.SerializationFailure, errors.DeadlockDetected):
+                if attempt == 3:
+                    raise
+                time.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    return retrying
+
+
+def migrate(conn: psycopg.Connection[Any]) -> int:
+    """Bring the schema to SCHEMA_VERSION; return the version found before."""
+    found: int | None = None
+    while True:
+        with transaction(conn):
+            # Held to the end of this transaction: a second server starting at
+            # the same moment waits here, then finds the step already applied.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            if _one(conn.execute("SELECT to_regclass('schema_version')"))[0] is None:
+                conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+            current = schema_version(conn)
+            found = current if found is None else found
+            if current >= SCHEMA_VERSION:
+                break
+            conn.execute(MIGRATIONS[current])
+            conn.execute("UPDATE schema_version SET version = %s", (current + 1,))
+    assert found is not None
+    if found > SCHEMA_VERSION:
+        raise RuntimeError(f"database schema version {found} is newer than this code ({SCHEMA_VERSION})")
+    return found
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int:
+    """Return the schema version recorded in the database."""
+    return int(_one(conn.execute("SELECT version FROM schema_version"))[0])
+
+
+def ping(conn: psycopg.Connection[Any]) -> None:
+    """Raise if the database does not answer a trivial query."""
+    conn.execute("SELECT 1 FROM users LIMIT 1").fetchall()
+
+
+def integrity_errors(conn: psycopg.Connection[Any]) -> list[str]:
+    """Return what is wrong with the database as this code needs it; empty when all is well.
+
+    PostgreSQL checks its own pages (data checksums, the amcheck extension);
+    this checks what the service relies on: the encoding, the schema version,
+    and that no to-do has lost its owner.
+    """
+    problems = []
+    (encoding,) = _one(conn.execute("SHOW server_encoding"))
+    if encoding != "UTF8":
+        problems.append(f"server_encoding is {encoding}, not UTF8")
+    version = schema_version(conn)
+    if version != SCHEMA_VERSION:
+        problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
+    (orphans,) = _one(
+        conn.execute("SELECT count(*) FROM todos WHERE NOT EXISTS (SELECT 1 FROM users WHERE users.id = owner_id)")
+    )
+    if orphans:
+        problems.append(f"{orphans} to-dos without an owner")
+    return problems
+
+
+def backup(conn: psycopg.Connection[Any], target: str) -> None:
+    """Refuse: a PostgreSQL database is backed up with its own tools."""
+    raise RuntimeError(
+        "backup copies a SQLite file; for PostgreSQL use pg_dump, e.g. "
+        f"pg_dump --format=custom --file={target} \"$TODO_DATABASE\" (restore with pg_restore), "
+        "or your provider's snapshots"
+    )
+
+
+# -- the signing key ----------------------------------------------------------
+
+
+@_retried
+def get_or_create_secret(conn: psycopg.Connection[Any], name: str, candidate: str) -> str:
+    """Return the stored secret ``name``, storing ``candidate`` if there is none.
+
+    INSERT ... ON CONFLICT DO NOTHING then SELECT: a concurrent insert of the
+    same name makes ours wait for it and then do nothing, and the SELECT (a
+    new snapshot under READ COMMITTED) reads the key that won.
+    """
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO app_secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+            (name, candidate),
+        )
+        row = _one(conn.execute("SELECT value FROM app_secrets WHERE name = %s", (name,)))
+    return str(row[0])
+
+
+# -- accounts -------------------------------------------------------------------
+
+_ACCOUNT = "SELECT id, public_id, name, admin FROM users"
+
+
+def _account(row: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"id": row[0], "public_id": row[1], "name": row[2], "admin": bool(row[3])}
+
+
+def _has_nul(*values: str) -> bool:
+    # PostgreSQL text cannot hold NUL, so no stored value contains one; psycopg
+    # refuses to send it at all, so such a lookup is answered here, not raised.
+    return any("\x00" in value for value in values)
+
+
+def get_token_account(
+    conn: psycopg.Connection[Any], public_id: str, jti: str
+) -> tuple[dict[str, Any], float, bool] | None:
+    """Return (account, tokens_valid_after, jti revoked) for a token's claims.
+
+    One query per authenticated request: the account's existence and rights
+    are read fresh every time, together with the logout deny-list.
+    """
+    if _has_nul(public_id, jti):
+        return None
+    row = conn.execute(
+        "SELECT id, public_id, name, admin, tokens_valid_after,"
+        " EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = %s) AS revoked"
+        " FROM users WHERE public_id = %s",
+        (jti, public_id),
+    ).fetchone()
+    if row is None:
+        return None
+    account = {"id": row[0], "public_id": row[1], "name": row[2], "admin": bool(row[3])}
+    return account, float(row[4]), bool(row[5])
+
+
+def get_login(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None:
+    """Return the account named ``name`` with its password hash and token cut-off, or None."""
+    if _has_nul(name):
+        return None
+    row = conn.execute(
+        "SELECT id, public_id, name, admin, password_hash, tokens_valid_after FROM users WHERE name = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return None
+    account = _account(row)
+    assert account is not None
+    account["password_hash"] = row[4]
+    account["tokens_valid_after"] = float(row[5])
+    return account
+
+
+def list_users(conn: psycopg.Connection[Any], limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
+    """Return accounts in creation order; ``limit`` -1 means all."""
+    # LIMIT NULL is LIMIT ALL; PostgreSQL refuses SQLite's -1.
+    rows = conn.execute(_ACCOUNT + " ORDER BY id LIMIT %s OFFSET %s", (_limit(limit), offset))
+    return [a for a in map(_account, rows) if a is not None]
+
+
+def get_user(conn: psycopg.Connection[Any], public_id: str) -> dict[str, Any] | None:
+    """Return the account with ``public_id``, or None."""
+    if _has_nul(public_id):
+        return None
+    return _account(conn.execute(_ACCOUNT + " WHERE public_id = %s", (public_id,)).fetchone())
+
+
+def get_user_by_name(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None:
+    """Return the account named ``name``, or None."""
+    if _has_nul(name):
+        return None
+    return _account(conn.execute(_ACCOUNT + " WHERE name = %s", (name,)).fetchone())
+
+
+@_retried
+def create_user(
+    conn: psycopg.Connection[Any], public_id: str, name: str, password_hash: str, admin: bool
+) -> dict[str, Any]:
+    """Insert an account and return it; raise NameTaken if the name is in use."""
+    try:
+        with transaction(conn):
+            conn.execute(
+                "INSERT INTO users (public_id, name, password_hash, admin) VALUES (%s, %s, %s, %s)",
+                (public_id, name, password_hash, admin),
+            )
+    except errors.UniqueViolation as exc:
+        raise NameTaken(name) from exc
+    return {"public_id": public_id, "name": name, "admin": admin}
+
+
+@_retried
+def update_user(
+    conn: psycopg.Connection[Any],
+    public_id: str,
+    *,
+    name: str | None = None,
+    password_hash: str | None = None,
+    admin: bool | None = None,
+    now: float = 0.0,
+) -> dict[str, Any] | None:
+    """Change any of name, password hash and admin flag, in one transaction.
+
+    A new password hash moves the account's token cut-off to ``now``, ending
+    every token issued before it. Return the account as it now stands, or None
+    if there is no such account; raise NameTaken or LastAdmin and change nothing.
+    """
+    if _has_nul(public_id):
+        return None
+    try:
+        with transaction(conn):
+            admins = _lock_admins(conn) if admin is False else []
+            row = conn.execute("SELECT id, admin FROM users WHERE public_id = %s FOR UPDATE", (public_id,)).fetchone()
+            if row is None:
+                return None
+            if admin is False and row[1] and not [a for a in admins if a != row[0]]:
+                raise LastAdmin(public_id)
+            if name is not None:
+                conn.execute("UPDATE users SET name = %s WHERE id = %s", (name, row[0]))
+            if password_hash is not None:
+                conn.execute(
+                    "UPDATE users SET password_hash = %s, tokens_valid_after = %s WHERE id = %s",
+                    (password_hash, now, row[0]),
+                )
+            if admin is not None:
+                conn.execute("UPDATE users SET admin = %s WHERE id = %s", (admin, row[0]))
+            return _account(conn.execute(_ACCOUNT + " WHERE id = %s", (row[0],)).fetchone())
+    except errors.UniqueViolation as exc:
+        raise NameTaken(name) from exc
+
+
+@_retried
+def rehash_password(conn: psycopg.Connection[Any], user_id: int, old_hash: str, new_hash: str) -> None:
+    """Replace a password hash with a stronger one of the same password.
+
+    Only if it is still ``old_hash``: a password changed meanwhile wins. Tokens
+    are untouched, since the password itself did not change.
+    """
+    with transaction(conn):
+        conn.execute(
+            "UPDATE users SET password_hash = %s WHERE id = %s AND password_hash = %s",
+            (new_hash, user_id, old_hash),
+        )
+
+
+@_retried
+def delete_user(conn: psycopg.Connection[Any], public_id: str) -> bool:
+    """Delete an account and (by cascade) its to-dos; False if there was none.
+
+    Raise LastAdmin, deleting nothing, if it is the only admin.
+    """
+    if _has_nul(public_id):
+        return False
+    with transaction(conn):
+        admins = _lock_admins(conn)
+        row = conn.execute("SELECT id, admin FROM users WHERE public_id = %s FOR UPDATE", (public_id,)).fetchone()
+        if row is None:
+            return False
+        if row[1] and not [a for a in admins if a != row[0]]:
+            raise LastAdmin(public_id)
+        conn.execute("DELETE FROM users WHERE id = %s", (row[0],))
+    return True
+
+
+def _lock_admins(conn: psycopg.Connection[Any]) -> list[int]:
+    """Lock every admin row until the transaction ends; return their ids.
+
+    The last-admin check. Each row returned is an admin now and stays one
+    until we commit (FOR UPDATE re-reads a row changed while we waited for it),
+    so the admins other than the target are admins after the change too.
+    Taken in id order, two servers demoting each other wait on the first
+    row instead of each locking one and deadlocking.
+    """
+    return [r[0] for r in conn.execute("SELECT id FROM users WHERE admin ORDER BY id FOR UPDATE")]
+
+
+# -- tokens: logout deny-list ----------------------------------------------------
+
+
+@_retried
+def revoke_token(conn: psycopg.Connection[Any], jti: str, expires_at: float, now: float) -> None:
+    """Deny the token ``jti`` until it expires; prune entries already expired."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES (%s, %s) ON CONFLICT (jti) DO NOTHING",
+            (jti, expires_at),
+        )
+        conn.execute("DELETE FROM revoked_tokens WHERE expires_at <= %s", (now,))
+
+
+# -- login throttling ------------------------------------------------------------
+
+
+@_retried
+def count_login_attempt(
+    conn: psycopg.Connection[Any], name: str, address: str, now: float, window: float
+) -> tuple[int, float]:
+    """Count one login attempt for (name, address); return (count, window start).
+
+    Counted before the password is checked, in one statement, so concurrent
+    attempts in any thread or process cannot slip past the limit together
+    (ON CONFLICT DO UPDATE locks the row). A window that has passed starts
+    afresh. A successful login clears the count.
+    """
+    name, address = _key(name), _key(address)
+    with transaction(conn):
+        row = _one(
+            conn.execute(
+                "INSERT INTO login_failures AS f (name, address, failures, window_start) VALUES (%s, %s, 1, %s)"
+                " ON CONFLICT (name, address) DO UPDATE SET"
+                "  failures = CASE WHEN f.window_start <= %s THEN 1 ELSE f.failures + 1 END,"
+                "  window_start = CASE WHEN f.window_start <= %s THEN excluded.window_start ELSE f.window_start END"
+                " RETURNING failures, window_start",
+                (name, address, now, now - window, now - window),
+            )
+        )
+    return int(row[0]), float(row[1])
+
+
+@_retried
+def clear_login_failures(conn: psycopg.Connection[Any], name: str, address: str) -> None:
+    """Forget the failed logins of (name, address) after a successful one."""
+    with transaction(conn):
+        conn.execute("DELETE FROM login_failures WHERE name = %s AND address = %s", (_key(name), _key(address)))
+
+
+def _key(value: str) -> str:
+    # A login name is any text the client sends, NUL included, and counts all
+    # the same; escaped one-to-one into text PostgreSQL accepts.
+    return value.replace("\\", "\\\\").replace("\x00", "\\0")
+
+
+# -- to-dos -----------------------------------------------------------------------------
+
+
+def _todo(row: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"id": row[0], "text": row[1], "complete": bool(row[2])}
+
+
+def list_todos(
+    conn: psycopg.Connection[Any],
+    owner_id: int,
+    limit: int = -1,
+    offset: int = 0,
+    complete: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Return the owner's to-dos in id order, optionally only (in)complete ones."""
+    if complete is None:
+        rows = conn.execute(
+            "SELECT id, text, complete FROM todos WHERE owner_id = %s ORDER BY id LIMIT %s OFFSET %s",
+            (owner_id, _limit(limit), offset),
+        )
+    else:
+        rows = conn.execute(
+            "SELECT id, text, complete FROM todos WHERE owner_id = %s AND complete = %s"
+            " ORDER BY id LIMIT %s OFFSET %s",
+            (owner_id, complete, _limit(limit), offset),
+        )
+    return [{"id": r[0], "text": r[1], "complete": bool(r[2])} for r in rows]
+
+
+def get_todo(conn: psycopg.Connection[Any], owner_id: int, todo_id: int) -> dict[str, Any] | None:
+    """Return the owner's to-do ``todo_id``, or None (also for another's)."""
+    if todo_id > MAX_ID:
+        return None
+    row = conn.execute(
+        "SELECT id, text, complete FROM todos WHERE id = %s AND owner_id = %s", (todo_id, owner_id)
+    ).fetchone()
+    return _todo(row)
+
+
+@_retried
+def create_todo(conn: psycopg.Connection[Any], owner_id: int, text: str) -> dict[str, Any]:
+    """Insert a to-do for the owner and return it."""
+    with transaction(conn):
+        (todo_id,) = _one(
+            conn.execute("INSERT INTO todos (owner_id, text) VALUES (%s, %s) RETURNING id", (owner_id, text))
+        )
+    return {"id": todo_id, "text": text, "complete": False}
+
+
+@_retried
+def update_todo(
+    conn: psycopg.Connection[Any],
+    owner_id: int,
+    todo_id: int,
+    *,
+    text: str | None = None,
+    complete: bool | None = None,
+) -> dict[str, Any] | None:
+    """Change the text and/or completion of the owner's to-do; None if none.
+
+    One UPDATE ... RETURNING: the change and the answer are one statement.
+    """
+    if todo_id > MAX_ID:
+        return None
+    with transaction(conn):
+        row = conn.execute(
+            "UPDATE todos SET text = coalesce(%s, text), complete = coalesce(%s, complete)"
+            " WHERE id = %s AND owner_id = %s RETURNING id, text, complete",
+            (text, complete, todo_id, owner_id),
+        ).fetchall()
+    return _todo(row[0] if row else None)
+
+
+@_retried
+def delete_todo(conn: psycopg.Connection[Any], owner_id: int, todo_id: int) -> bool:
+    """Delete the owner's to-do; False if there was none."""
+    if todo_id > MAX_ID:
+        return False
+    with transaction(conn):
+        cursor = conn.execute("DELETE FROM todos WHERE id = %s AND owner_id = %s", (todo_id, owner_id))
+    return cursor.rowcount > 0
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    row = cursor.fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def _limit(limit: int) -> int | None:
+    return None if limit < 0 else limit
