@@ -953,8 +953,80 @@ def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list_users(app: TodoApp, args: argparse.Namespace) -> int:
+    """Print every account, one tab-separated line each: public id, role, name."""
+    with app.db.connection() as conn:
+        users = app.store.list_users(conn)
+    for user in users:
+        # Names hold no control characters, so a tab or newline never comes from one.
+        print(f"{user['public_id']}\t{'admin' if user['admin'] else 'user'}\t{user['name']}")
+    return 0
+
+
+def cmd_set_password(app: TodoApp, args: argparse.Namespace) -> int:
+    """Set an account's password from the command line; its tokens stop working."""
+    with app.db.connection() as conn:
+        user = app.store.get_user_by_name(conn, args.name)
+    if user is None:
+        print(f"error: no account is named {args.name!r}", file=sys.stderr)
+        return 1
+    password = read_new_password()
+    problem = password_problem(password)
+    if problem:
+        print(f"error: {problem.replace('Field ', '')}", file=sys.stderr)
+        return 1
+    password_hash = hash_password(password, app.settings.pbkdf2_iterations)
+    with app.db.connection() as conn:
+        if app.store.update_user(conn, user["public_id"], password_hash=password_hash, now=app.clock()) is None:
+            print(f"error: the account {args.name!r} was deleted meanwhile", file=sys.stderr)
+            return 1
+    print(f"password set for {user['name']} ({user['public_id']}); its earlier tokens no longer work")
+    return 0
+
+
+def cmd_backup(app: TodoApp, args: argparse.Namespace) -> int:
+    """Copy the database to a file, safely while it is being served."""
+    target = Path(args.path)
+    # Written beside the target and renamed into place: a failed backup
+    # leaves the previous one whole, and nobody sees a half-written copy.
+    partial = target.with_name(target.name + ".partial")
+    try:
+        partial.unlink(missing_ok=True)  # left by a backup that was killed
+        with app.db.connection() as conn:
+            app.store.backup(conn, str(partial))
+        os.replace(partial, target)
+    except RuntimeError as exc:  # PostgreSQL: the store says to use pg_dump
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, *app.store.UNAVAILABLE) as exc:
+        partial.unlink(missing_ok=True)
+        print(f"error: cannot write {target}: {exc}", file=sys.stderr)
+        return 1
+    print(f"backed up {app.settings.database} to {target} ({target.stat().st_size} bytes)")
+    return 0
+
+
+def cmd_check(app: TodoApp, args: argparse.Namespace) -> int:
+    """Report the schema version and the database's integrity; 1 if anything is wrong."""
+    with app.db.connection() as conn:
+        version = app.store.schema_version(conn)
+        problems = app.store.integrity_errors(conn)
+    expected = app.store.SCHEMA_VERSION
+    if version != expected:
+        problems.insert(0, f"schema version {version}, but this code expects {expected}")
+    print(f"schema version: {version} (this code: {expected})")
+    for problem in problems:
+        print(f"problem: {problem}")
+    print("integrity: ok" if not problems else f"integrity: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
 COMMANDS: dict[str, Callable[[TodoApp, argparse.Namespace], int]] = {
     "create-user": cmd_create_user,
+    "list-users": cmd_list_users,
+    "set-password": cmd_set_password,
+    "backup": cmd_backup,
+    "check": cmd_check,
     "serve": cmd_serve,
 }
 
@@ -967,16 +1039,56 @@ def build_parser() -> argparse.ArgumentParser:
     create = commands.add_parser("create-user", help="create an account; password from stdin or prompted twice")
     create.add_argument("name")
     create.add_argument("--admin", action="store_true", help="make the account an admin")
+    commands.add_parser(
+        "list-users",
+        help="list every account",
+        description="Print one tab-separated line per account: public id, role (admin or user), name.",
+    )
+    set_password = commands.add_parser(
+        "set-password",
+        help="set an account's password; password from stdin or prompted twice",
+        description="Set the password of the account NAME, read as one line from standard input when it is "
+        "not a terminal, else prompted twice. Every token issued to the account before stops working.",
+    )
+    set_password.add_argument("name")
+    backup = commands.add_parser(
+        "backup",
+        help="copy the SQLite database to PATH, safely while serving",
+        description="Copy the SQLite database to PATH with SQLite's online backup API: a consistent "
+        "snapshot, safe while the service is running. PATH is replaced only once the copy is whole. "
+        "On PostgreSQL, use pg_dump instead.",
+    )
+    backup.add_argument("path", metavar="PATH")
+    commands.add_parser(
+        "check",
+        help="check the database's integrity and schema version",
+        description="Run the database's integrity check and compare its schema version with this code's; "
+        "exit 1 if anything is wrong.",
+    )
     serve = commands.add_parser("serve", help="serve the API under waitress")
     serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
     serve.add_argument("--threads", type=int, default=4, help="waitress worker threads (default 4)")
     return parser
 
 
+# Commands for a database that exists: a mistyped path must not create an
+# empty one, and then back it up or call it healthy.
+EXISTING_DATABASE_COMMANDS = frozenset({"list-users", "set-password", "backup", "check"})
+
+
+def require_existing(database: str) -> None:
+    """Raise if ``database`` names a SQLite file that is not there."""
+    path = database.removeprefix("sqlite:///")
+    if not database.startswith(("postgresql://", "postgres://")) and not Path(path).is_file():
+        raise RuntimeError(f"no database at {path} (give --database or TODO_DATABASE)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one operator command; return its exit status."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command in EXISTING_DATABASE_COMMANDS:
+            require_existing(Settings.resolve(database=args.database).database)
         app = create_app(database=args.database)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
