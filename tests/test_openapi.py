@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 from typing import Any
@@ -98,3 +99,7 @@ def test_openapi_json_is_served_without_a_token_as_the_file(client: TestApp, doc
     assert response.content_type == "application/json"
     assert response.json == document
 
+
+
+def test_document_version_is_the_package_version(document: dict[str, Any]) -> None:
+    assert document["info"]["version"] == importlib.metadata.version("todo-wsgi")
