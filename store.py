@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 BACKEND = "sqlite"
@@ -494,3 +494,75 @@ def delete_todo(conn: sqlite3.Connection, owner_id: int, todo_id: int) -> bool:
     with transaction(conn):
         cursor = conn.execute("DELETE FROM todos WHERE id = ? AND owner_id = ?", (todo_id, owner_id))
     return cursor.rowcount > 0
+
+
+# -- copying a whole database (python -m todo_wsgi copy-to) -----------------------------
+
+# What a move carries, parents before children. Login failures stay behind:
+# they are at most a window's worth of history.
+COPIED: dict[str, tuple[str, ...]] = {
+    "users": ("id", "public_id", "name", "password_hash", "admin", "tokens_valid_after"),
+    "todos": ("id", "owner_id", "text", "complete"),
+    "app_secrets": ("name", "value"),
+    "revoked_tokens": ("jti", "expires_at"),
+}
+_BOOLEAN_COLUMNS = frozenset({"admin", "complete"})
+
+
+def export_rows(conn: sqlite3.Connection) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """Yield (table, row) for every row a move carries, then ("next_ids", (table, id)).
+
+    One snapshot: BEGIN IMMEDIATE holds writers off until the last row is
+    read. Booleans as bool, so either backend takes the rows as they come.
+    ``next_ids`` is the id the next row of each table gets, so an id once
+    used (a deleted to-do's too) is not handed out again after the move.
+    """
+    with transaction(conn):
+        for table, columns in COPIED.items():
+            flags = [name in _BOOLEAN_COLUMNS for name in columns]
+            for row in conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1"):
+                yield table, tuple(bool(v) if flag else v for v, flag in zip(row, flags, strict=True))
+        for table in ("users", "todos"):
+            (used,) = conn.execute(
+                f"SELECT max(coalesce((SELECT max(id) FROM {table}), 0),"
+                " coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0))",
+                (table,),
+            ).fetchone()
+            yield "next_ids", (table, int(used) + 1)
+
+
+def import_rows(conn: sqlite3.Connection, rows: Iterable[tuple[str, tuple[Any, ...]]]) -> dict[str, int]:
+    """Write what export_rows yields (from either backend) into this empty database.
+
+    One transaction: all or nothing. Raise ValueError, writing nothing, if the
+    database already holds accounts, to-dos or revoked tokens; a signing key
+    stored by a server that started on the empty database is replaced.
+    Return the number of rows written per table.
+    """
+    counts = dict.fromkeys(COPIED, 0)
+    with transaction(conn):
+        if conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM todos)"
+            " OR EXISTS (SELECT 1 FROM revoked_tokens)"
+        ).fetchone()[0]:
+            raise ValueError("the target database is not empty: it already holds accounts, to-dos or tokens")
+        conn.execute("DELETE FROM app_secrets")
+        for table, row in rows:
+            if table == "next_ids":
+                # Only todos is AUTOINCREMENT, with a high-water mark in
+                # sqlite_sequence; users' ids are internal and follow max(id).
+                name, next_id = row
+                if name == "todos":
+                    conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'todos'", (next_id - 1,))
+                    conn.execute(
+                        "INSERT INTO sqlite_sequence (name, seq) SELECT 'todos', ?"
+                        " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'todos')",
+                        (next_id - 1,),
+                    )
+                continue
+            columns = COPIED[table]
+            conn.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", row
+            )
+            counts[table] += 1
+    return counts

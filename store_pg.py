@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -253,24 +254,22 @@ def ping(conn: psycopg.Connection[Any]) -> None:
 
 
 def integrity_errors(conn: psycopg.Connection[Any]) -> list[str]:
-    """Return what is wrong with the database as this code needs it; empty when all is well.
+    """Return what is wrong with the database as this service needs it; empty when all is well.
 
-    PostgreSQL checks its own pages (data checksums, the amcheck extension);
-    this checks what the service relies on: the encoding, the schema version,
-    and that no to-do has lost its owner.
+    PostgreSQL checks its own pages (data checksums, the amcheck extension)
+    and enforces the foreign keys; this is a sanity check of what the service
+    relies on besides: a UTF8 database, and no to-do whose owner is gone (as
+    store.integrity_errors reports SQLite's foreign_key_check). The schema
+    version is the caller's to compare.
     """
     problems = []
     (encoding,) = _one(conn.execute("SHOW server_encoding"))
     if encoding != "UTF8":
         problems.append(f"server_encoding is {encoding}, not UTF8")
-    version = schema_version(conn)
-    if version != SCHEMA_VERSION:
-        problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
-    (orphans,) = _one(
-        conn.execute("SELECT count(*) FROM todos WHERE NOT EXISTS (SELECT 1 FROM users WHERE users.id = owner_id)")
+    orphans = conn.execute(
+        "SELECT id FROM todos WHERE NOT EXISTS (SELECT 1 FROM users WHERE users.id = todos.owner_id) ORDER BY id"
     )
-    if orphans:
-        problems.append(f"{orphans} to-dos without an owner")
+    problems += [f"todos row {todo_id} refers to a missing users row" for (todo_id,) in orphans]
     return problems
 
 
@@ -633,3 +632,81 @@ def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
 
 def _limit(limit: int) -> int | None:
     return None if limit < 0 else limit
+
+
+# -- copying a whole database (python -m todo_wsgi copy-to) -----------------------------
+
+# What a move carries, parents before children. Login failures stay behind:
+# they are at most a window's worth of history.
+COPIED: dict[str, tuple[str, ...]] = {
+    "users": ("id", "public_id", "name", "password_hash", "admin", "tokens_valid_after"),
+    "todos": ("id", "owner_id", "text", "complete"),
+    "app_secrets": ("name", "value"),
+    "revoked_tokens": ("jti", "expires_at"),
+}
+
+
+def export_rows(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """Yield (table, row) for every row a move carries, then ("next_ids", (table, id)).
+
+    One snapshot: a REPEATABLE READ transaction reads every table as of its
+    start. ``next_ids`` is the id the next row of each table gets, so an id
+    once used (a deleted to-do's too) is not handed out again after the move.
+    """
+    with transaction(conn):
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        for table, columns in COPIED.items():
+            statement = sql.SQL("SELECT {} FROM {} ORDER BY 1").format(
+                sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(table)
+            )
+            for row in conn.execute(statement):
+                yield table, tuple(row)
+        for table in ("users", "todos"):
+            (used,) = _one(
+                conn.execute(
+                    sql.SQL(
+                        "SELECT greatest((SELECT max(id) FROM {}), pg_sequence_last_value(pg_get_serial_sequence({}, 'id')), 0)"
+                    ).format(sql.Identifier(table), sql.Literal(table))
+                )
+            )
+            yield "next_ids", (table, int(used) + 1)
+
+
+def import_rows(conn: psycopg.Connection[Any], rows: Iterable[tuple[str, tuple[Any, ...]]]) -> dict[str, int]:
+    """Write what export_rows yields (from either backend) into this empty database.
+
+    One transaction: all or nothing. Raise ValueError, writing nothing, if the
+    database already holds accounts, to-dos or revoked tokens; a signing key
+    stored by a server that started on the empty database is replaced. Rows
+    go in by COPY, and each id sequence is moved past the ids copied.
+    Return the number of rows written per table.
+    """
+    counts = dict.fromkeys(COPIED, 0)
+    with transaction(conn):
+        # Nobody writes to the tables while we check that they are empty and fill them.
+        conn.execute("LOCK TABLE users, todos, app_secrets, revoked_tokens IN EXCLUSIVE MODE")
+        (busy,) = _one(
+            conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM todos)"
+                " OR EXISTS (SELECT 1 FROM revoked_tokens)"
+            )
+        )
+        if busy:
+            raise ValueError("the target database is not empty: it already holds accounts, to-dos or tokens")
+        conn.execute("DELETE FROM app_secrets")
+        for table, group in itertools.groupby(rows, key=lambda item: item[0]):
+            if table == "next_ids":
+                for _, (name, next_id) in group:
+                    conn.execute(
+                        sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), %s, false)").format(sql.Literal(name)),
+                        (next_id,),
+                    )
+                continue
+            statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, COPIED[table]))
+            )
+            with conn.cursor().copy(statement) as copy:
+                for _, row in group:
+                    copy.write_row(row)
+                    counts[table] += 1
+    return counts

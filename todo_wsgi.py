@@ -34,7 +34,7 @@ from http import HTTPStatus
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 import jwt
 
@@ -1021,12 +1021,45 @@ def cmd_check(app: TodoApp, args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_copy_to(app: TodoApp, args: argparse.Namespace) -> int:
+    """Copy this database into an empty one at URL: accounts, to-dos, signing key, deny-list."""
+    try:
+        target_store = backend_for(args.url)
+        target = target_store.open_database(args.url, 1)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        with app.db.connection() as source, target.connection() as conn:
+            counts = target_store.import_rows(conn, app.store.export_rows(source))
+    except ValueError as exc:  # the target is not empty
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        target.close()
+    print(
+        f"copied {counts['users']} accounts, {counts['todos']} to-dos, the signing key and "
+        f"{counts['revoked_tokens']} revoked tokens to {redact(args.url)}; "
+        "point TODO_DATABASE there and start the servers"
+    )
+    return 0
+
+
+def redact(url: str) -> str:
+    """A database URL fit to print: any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
 COMMANDS: dict[str, Callable[[TodoApp, argparse.Namespace], int]] = {
     "create-user": cmd_create_user,
     "list-users": cmd_list_users,
     "set-password": cmd_set_password,
     "backup": cmd_backup,
     "check": cmd_check,
+    "copy-to": cmd_copy_to,
     "serve": cmd_serve,
 }
 
@@ -1065,6 +1098,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the database's integrity check and compare its schema version with this code's; "
         "exit 1 if anything is wrong.",
     )
+    copy_to = commands.add_parser(
+        "copy-to",
+        help="copy this database into an empty one at URL (the move to PostgreSQL)",
+        description="Copy every account (with its password hash, public id and token cut-off), every to-do "
+        "(with its id), the signing key and the logout deny-list into the empty database at URL, in one "
+        "transaction; refuse one that already holds accounts or to-dos. Tokens issued before the copy "
+        "work against it. Stop the servers first: writes made during the copy are not carried.",
+    )
+    copy_to.add_argument("url", metavar="URL", help="postgresql://USER:PASSWORD@HOST/DB (or a SQLite file)")
     serve = commands.add_parser("serve", help="serve the API under waitress")
     serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
     serve.add_argument("--threads", type=int, default=4, help="waitress worker threads (default 4)")
@@ -1073,7 +1115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands for a database that exists: a mistyped path must not create an
 # empty one, and then back it up or call it healthy.
-EXISTING_DATABASE_COMMANDS = frozenset({"list-users", "set-password", "backup", "check"})
+EXISTING_DATABASE_COMMANDS = frozenset({"list-users", "set-password", "backup", "check", "copy-to"})
 
 
 def require_existing(database: str) -> None:

@@ -93,7 +93,7 @@ def postgres_cluster() -> Iterator[Any]:
 
     reason = pg.unavailable_reason()
     if reason is not None:
-        pytest.skip(f"{PG_SKIPPED}: {reason}. To run it: {pg.HOW_TO_ENABLE}")
+        pytest.skip(f"{PG_SKIPPED}: {reason}")
     cluster = pg.open_cluster()
     try:
         yield cluster
@@ -116,12 +116,27 @@ def database(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
         cluster.give_back(url)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Report every PostgreSQL skip at one place, so ``-ra`` folds them into one line."""
+    report = yield
+    if report.skipped and isinstance(report.longrepr, tuple) and PG_SKIPPED in str(report.longrepr[2]):
+        report.longrepr = (__file__, None, report.longrepr[2])
+    return report
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say plainly when the PostgreSQL half did not run, and how to run it."""
+    from tests import pg
+
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if PG_SKIPPED in str(r.longrepr)]
     if skipped:
-        reason = str(skipped[0].longrepr[2]).removeprefix("Skipped: ")
-        terminalreporter.write_line(f"{len(skipped)} tests: {reason}", yellow=True, bold=True)
+        terminalreporter.write_line(
+            f"The PostgreSQL half of the suite did not run ({len(skipped)} tests skipped). "
+            f"To run it: {pg.HOW_TO_ENABLE}.",
+            yellow=True,
+            bold=True,
+        )
 
 
 @pytest.fixture
