@@ -1,0 +1,91 @@
+"""Promises where SQLite and PostgreSQL differ underneath, held the same on both.
+
+PostgreSQL text cannot hold NUL, its integers stop at 2**63 - 1, and its
+names compare by collation: each test here runs on both backends (the
+``database`` fixture) and pins the answer API.md gives.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import todo_wsgi
+from tests.conftest import USER_PASSWORD, basic
+
+MAX_ID = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "🦆 astral, 𝄞 and 😀",
+        "e\u0301 vs \u00e9, and a zero-width joiner: 👩\u200d💻",
+        "שלום right to left \u202e reversed",
+        "line\u2028separator and \ufeff byte order mark and \uffff noncharacter",
+        "𝄞" * 500,
+        "'; DROP TABLE todos; -- \\ %s $1 ?",
+    ],
+    ids=["astral", "combining", "bidi", "separators", "500-astral", "sql-looking"],
+)
+def test_any_text_but_nul_is_stored_and_returned_exactly(client, user_headers, text):
+    created = client.post_json("/todo", {"text": text}, headers=user_headers, status=201).json["todo"]
+    assert client.get(f"/todo/{created['id']}", headers=user_headers, status=200).json["todo"]["text"] == text
+    patched = client.patch_json(f"/todo/{created['id']}", {"text": text[::-1]}, headers=user_headers, status=200)
+    assert patched.json["todo"]["text"] == text[::-1]
+
+
+def test_a_login_name_with_nul_is_refused_as_an_unknown_name_and_throttled(client, user):
+    for _ in range(5):
+        response = client.post("/login", headers=basic("ali\x00ce", USER_PASSWORD), status=401)
+        assert response.json == {"message": "Could not verify"}
+    client.post("/login", headers=basic("ali\x00ce", USER_PASSWORD), status=429)
+    client.post("/login", headers=basic("alice", USER_PASSWORD), status=200)  # another name's count
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
+def test_a_public_id_with_nul_is_no_user(client, admin_headers, method):
+    response = client.request(
+        "/user/abc%00def", method=method, headers=admin_headers, body=b"{}", content_type="application/json",
+        status=404,
+    )  # fmt: skip
+    assert response.json == {"message": "No user found!"}
+
+
+def test_the_largest_id_is_answered_as_missing(client, user_headers):
+    for method in ("GET", "PUT", "DELETE"):
+        client.request(f"/todo/{MAX_ID}", method=method, headers=user_headers, status=404)
+
+
+def test_the_largest_offset_answers_an_empty_page(client, admin_headers, user_headers):
+    client.post_json("/todo", {"text": "one"}, headers=user_headers, status=201)
+    assert client.get(f"/todo?offset={MAX_ID}", headers=user_headers, status=200).json == {"todos": []}
+    assert client.get(f"/user?offset={MAX_ID}", headers=admin_headers, status=200).json == {"users": []}
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("Alice", "alice"), ("\u00e9mile", "e\u0301mile"), ("straße", "strasse")]
+)
+def test_names_that_differ_in_any_code_point_are_different_accounts(client, admin_headers, first, second):
+    for name in (first, second):
+        client.post_json("/user", {"name": name, "password": USER_PASSWORD}, headers=admin_headers, status=201)
+    client.post_json("/user", {"name": first, "password": USER_PASSWORD}, headers=admin_headers, status=409)
+
+
+def test_check_on_postgresql_reports_a_to_do_whose_owner_is_gone(database, app, admin, capsys):
+    if not database.startswith("postgresql"):
+        pytest.skip("PostgreSQL's check; SQLite's is in test_cli_ops")
+    with app.db.connection() as conn, conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")  # foreign keys not enforced, as after a bad restore
+        conn.execute("INSERT INTO todos (owner_id, text) VALUES (4242, 'orphan')")
+    assert todo_wsgi.main(["--database", database, "check"]) == 1
+    out = capsys.readouterr().out
+    assert "problem: todos row 1 refers to a missing users row" in out
+    assert "integrity: 1 problem(s)" in out
+
+
+def test_the_schema_version_is_the_same_on_both_backends(app):
+    import store
+
+    with app.db.connection() as conn:
+        assert app.store.schema_version(conn) == app.store.SCHEMA_VERSION == store.SCHEMA_VERSION
+
