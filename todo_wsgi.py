@@ -158,6 +158,11 @@ class TodoApp:
         self.clock = clock
         self.log = logging.getLogger("todo_wsgi")
         self.access_log = logging.getLogger("todo_wsgi.access")
+        # As waitress-serve does for its own logger: a default level only when
+        # the operator set none, so the access log reaches whatever handler
+        # the host configured (waitress.serve installs one on stderr).
+        if self.access_log.level == logging.NOTSET:
+            self.access_log.setLevel(logging.INFO)
         if settings.secret_key is not None and len(settings.secret_key.encode()) < 32:
             raise ValueError(
                 "TODO_SECRET_KEY must be at least 32 bytes (RFC 7518 3.2: an HS256 key "
