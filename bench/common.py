@@ -316,16 +316,17 @@ class WrkResult:
     errors: int
 
 
-def run_wrk(url: str, script: str, threads: int, connections: int, seconds: float) -> WrkResult:
-    """One wrk run; raise if any request failed or answered 4xx/5xx."""
+def run_wrk(url: str, script: str, threads: int, connections: int, seconds: float, timeout: int = 5) -> WrkResult:
+    """One wrk run; raise if any request failed, timed out or answered 4xx/5xx."""
     import subprocess
 
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", f"--timeout={timeout}s", "--latency"]
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", script, url],
+        [*command, "-s", script, url],
         capture_output=True,
         text=True,
         check=True,
-        timeout=seconds + 60,
+        timeout=seconds + timeout + 60,
     ).stdout
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:

@@ -10,12 +10,14 @@ round runs each scenario against both, alternating which goes first, so drift
 on a shared machine hits both alike. Reported: medians over the rounds of
 requests/s, p50 and p99 latency, and todo-wsgi's requests/s as a fraction of
 the ceiling's (median of the per-round ratios). Log in is reported apart:
-its cost is PBKDF2 by design, at the iteration count shown.
+its cost is PBKDF2 by design, at the iteration count shown. todo-wsgi logs
+as deployed (one access-log line per request to standard error, here a file);
+list and get are also run against a third server with the access log off.
 
     .venv/bin/python bench/http_bench.py [--rounds 5] [--seconds 3] [--threads 4]
                                          [--connections 8] [--wrk-threads 1]
     environment: BENCH_ROUNDS, BENCH_SECONDS, BENCH_THREADS, BENCH_CONNECTIONS,
-    BENCH_WRK_THREADS, BENCH_LOGIN_ITERATIONS (600000), BENCH_ACCESS_LOG=1
+    BENCH_WRK_THREADS, BENCH_LOGIN_ITERATIONS (600000), BENCH_SCENARIOS
 
 Needs wrk (Debian/Ubuntu: apt-get install wrk); exits 2 with that hint if missing.
 """
@@ -44,11 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--iterations", type=int, default=common.env_int("BENCH_LOGIN_ITERATIONS", common.LOGIN_ITERATIONS)
     )
     parser.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", ""), help="comma-separated subset")
-    parser.add_argument(
-        "--access-log", action="store_true", default=bool(os.environ.get("BENCH_ACCESS_LOG")),
-        help="todo-wsgi logs every request at INFO (to a file), as `make run` does to stderr",
-    )
     return parser.parse_args(argv)
+
+
+# Scenarios also run against a todo-wsgi with its access log off: what the line costs.
+WITHOUT_LOG = ("list", "get")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,63 +63,77 @@ def main(argv: list[str] | None = None) -> int:
         body_file = os.path.join(tmp, "ceiling-body.json")
         with open(body_file, "wb") as file:
             file.write(seeded.list_body)
-        todo_args = ("--access-log", os.path.join(tmp, "access.log")) if args.access_log else ()
-        todo = common.Server("todo", args.threads, tmp, common.todo_env(seeded, args.iterations), todo_args)
-        ceiling = common.Server("ceiling", args.threads, tmp, args=("--body-file", body_file))
-        with todo, ceiling:
-            return run(args, seeded, tmp, todo, ceiling)
+        env = common.todo_env(seeded, args.iterations)
+        servers = {
+            "todo": common.Server("todo", args.threads, tmp, env),
+            "todo, no access log": common.Server("todo", args.threads, tmp, env, ("--no-access-log",)),
+            "ceiling": common.Server("ceiling", args.threads, tmp, args=("--body-file", body_file)),
+        }
+        with servers["todo"], servers["todo, no access log"], servers["ceiling"]:
+            return run(args, seeded, tmp, servers)
 
 
-def run(args: argparse.Namespace, seeded: common.Seeded, tmp: str, todo: common.Server, ceiling: common.Server) -> int:
+def run(args: argparse.Namespace, seeded: common.Seeded, tmp: str, servers: dict[str, common.Server]) -> int:
     chosen = [s for s in common.scenarios(seeded) if not args.scenarios or s.name in args.scenarios.split(",")]
     scripts = {s.name: common.wrk_script(s, os.path.join(tmp, f"{s.name}.lua")) for s in chosen}
     wrk = (args.wrk_threads, args.connections, args.seconds)
     print(
-        f"HTTP, {common.machine()}; waitress {args.threads} threads for both apps; "
+        f"HTTP, {common.machine()}; waitress {args.threads} threads for every app; "
         f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.seconds:g}s; "
-        f"median of {args.rounds} alternated rounds; ceiling body {len(seeded.list_body)} bytes"
-        + ("; todo-wsgi access log on" if args.access_log else "")
+        f"median of {args.rounds} alternated rounds; ceiling body {len(seeded.list_body)} bytes; "
+        "todo-wsgi logs each request to stderr (a file) unless said"
     )
-    results: dict[str, dict[str, list[common.WrkResult]]] = {s.name: {"todo": [], "ceiling": []} for s in chosen}
-    ratios: dict[str, list[float]] = {s.name: [] for s in chosen}
+    # (row label, scenario, server name) -> one result per round
+    results: dict[tuple[str, str], list[common.WrkResult]] = {}
+    ratios: dict[str, list[float]] = {}
     for round_no in range(args.rounds):
         for scenario in chosen:
             script = scripts[scenario.name]
             if scenario.name == "login":
-                results["login"]["todo"].append(common.run_wrk(todo.url, script, *wrk))
+                # One connection per thread, each login a few tenths of a second of one core.
+                login_wrk = (args.wrk_threads, min(args.threads, args.connections), args.seconds, 30)
+                results.setdefault(("login", "todo"), []).append(
+                    common.run_wrk(servers["todo"].url, script, *login_wrk)
+                )
                 continue
-            pair = [("todo", todo), ("ceiling", ceiling)]
-            if round_no % 2:
-                pair.reverse()
-            got = {name: common.run_wrk(server.url, script, *wrk) for name, server in pair}
-            for name, result in got.items():
-                results[scenario.name][name].append(result)
-            ratios[scenario.name].append(got["todo"].rps / got["ceiling"].rps)
+            names = ["todo", "ceiling"] + (["todo, no access log"] if scenario.name in WITHOUT_LOG else [])
+            shift = round_no % len(names)  # each goes first in turn: drift hits all alike
+            got = {}
+            for name in names[shift:] + names[:shift]:
+                got[name] = common.run_wrk(servers[name].url, script, *wrk)
+                results.setdefault((scenario.name, name), []).append(got[name])
+            for name in names:
+                if name != "ceiling":
+                    label = scenario.name if name == "todo" else f"{scenario.name}, no access log"
+                    ratios.setdefault(label, []).append(got[name].rps / got["ceiling"].rps)
         print(f"  round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
-    def med(name: str, server: str, field: str) -> float:
-        return common.median([getattr(r, field) for r in results[name][server]])
+    def med(key: tuple[str, str], field: str) -> float:
+        return common.median([getattr(r, field) for r in results[key]])
 
-    header = (
-        f"{'scenario':<10}{'todo req/s':>11}{'p50 ms':>8}{'p99 ms':>8}"
+    print(
+        f"{'scenario':<22}{'todo req/s':>11}{'p50 ms':>8}{'p99 ms':>8}"
         f"{'ceiling req/s':>15}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}"
     )
-    print(header)
     for scenario in chosen:
-        name = scenario.name
-        if name == "login":
+        if scenario.name == "login":
             continue
+        for name in ("todo", "todo, no access log"):
+            if (scenario.name, name) not in results:
+                continue
+            label = scenario.name if name == "todo" else f"{scenario.name}, no access log"
+            todo, ceiling = (scenario.name, name), (scenario.name, "ceiling")
+            print(
+                f"{label:<22}{med(todo, 'rps'):>11.0f}{med(todo, 'p50_ms'):>8.2f}{med(todo, 'p99_ms'):>8.2f}"
+                f"{med(ceiling, 'rps'):>15.0f}{med(ceiling, 'p50_ms'):>8.2f}{med(ceiling, 'p99_ms'):>8.2f}"
+                f"{common.median(ratios[label]):>6.2f}x"
+            )
+    if ("login", "todo") in results:
+        key = ("login", "todo")
         print(
-            f"{name:<10}{med(name, 'todo', 'rps'):>11.0f}{med(name, 'todo', 'p50_ms'):>8.2f}"
-            f"{med(name, 'todo', 'p99_ms'):>8.2f}{med(name, 'ceiling', 'rps'):>15.0f}"
-            f"{med(name, 'ceiling', 'p50_ms'):>8.2f}{med(name, 'ceiling', 'p99_ms'):>8.2f}"
-            f"{common.median(ratios[name]):>6.2f}x"
-        )
-    if "login" in results:
-        print(
-            f"\nlog in (PBKDF2-HMAC-SHA256, {args.iterations} iterations; its cost by design): "
-            f"{med('login', 'todo', 'rps'):.1f} req/s, p50 {med('login', 'todo', 'p50_ms'):.0f} ms, "
-            f"p99 {med('login', 'todo', 'p99_ms'):.0f} ms"
+            f"\nlog in (PBKDF2-HMAC-SHA256, {args.iterations} iterations, its cost by design; "
+            f"{min(args.threads, args.connections)} connections): {med(key, 'rps'):.1f} req/s, "
+            f"p50 {med(key, 'p50_ms'):.0f} ms, p99 {med(key, 'p99_ms'):.0f} ms"
         )
     return 0
 

@@ -2,8 +2,10 @@
 
 Run as a subprocess by the benchmarks: prints ``PORT <n>`` on its first line
 of standard output once listening, then serves until terminated. Both apps get
-the same waitress settings as ``python -m todo_wsgi serve`` (threads, limits),
-so the only difference between them is the application.
+the same waitress settings as ``python -m todo_wsgi serve`` (threads, limits)
+and the same logging as ``waitress.serve`` sets up (``logging.basicConfig()``:
+standard error), so todo-wsgi writes its access log line per request there, as
+deployed; ``--no-access-log`` turns it off to show what the line costs.
 
     python bench/serve.py todo --threads 4       # settings from TODO_* variables
     python bench/serve.py ceiling --threads 4 --body-file FILE
@@ -28,12 +30,15 @@ def main() -> int:
     parser.add_argument("app", choices=["todo", "ceiling"])
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--body-file", help="the ceiling's body (default: a 3-item list)")
-    parser.add_argument("--access-log", help="log every request at INFO to this file, as `make run` does to stderr")
+    parser.add_argument("--no-access-log", action="store_true", help="todo-wsgi's access log off")
     args = parser.parse_args()
-    if args.access_log:
-        logging.basicConfig(
-            level=logging.INFO, filename=args.access_log, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+    logging.basicConfig()  # as waitress.serve does
+    if args.no_access_log:
+        logging.getLogger("todo_wsgi.access").setLevel(logging.WARNING)
+    # waitress warns "Task queue depth is N" each time a request waits for a
+    # thread, which under a benchmark is all the time: off for both apps, so
+    # the figures measure the apps rather than that line's logging.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     if args.app == "todo":
         import todo_wsgi
 
