@@ -130,8 +130,9 @@ class Database:
     thread uses at most one connection at a time, so a pool as large as the
     thread count never makes a request wait for another's connection. It
     opens one at start and grows on demand (shrinking back after ten idle
-    minutes). Connections are in autocommit mode: every write below is inside
-    an explicit transaction().
+    minutes). Connections are in autocommit mode: a write of several
+    statements runs inside transaction(), one of a single statement is a
+    transaction of its own.
     """
 
     def __init__(self, url: str, pool_size: int = 4) -> None:
@@ -140,14 +141,7 @@ class Database:
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
         params.setdefault("application_name", "todo-wsgi")
         conninfo = make_conninfo("", **params)
-        # One direct connection first: an unreachable server, a wrong password
-        # or a wrong encoding stops the start at once, in libpq's own words.
-        try:
-            with psycopg.connect(conninfo, autocommit=True) as conn:
-                check_encoding(conn)
-                migrate(conn)
-        except psycopg.OperationalError as exc:
-            raise RuntimeError(f"cannot use the PostgreSQL database: {exc}".strip()) from exc
+        # The pool's first connection opens in the background meanwhile.
         self.pool = psycopg_pool.ConnectionPool(
             conninfo,
             kwargs={"autocommit": True},
@@ -157,6 +151,18 @@ class Database:
             name="todo-wsgi",
             open=True,
         )
+        # One direct connection to check and migrate: an unreachable server, a
+        # wrong password or a wrong encoding stops the start at once, in
+        # libpq's own words, where the pool would retry until its timeout.
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                check_encoding(conn)
+                migrate(conn)
+        except BaseException as exc:
+            self.pool.close()
+            if isinstance(exc, psycopg.OperationalError):
+                raise RuntimeError(f"cannot use the PostgreSQL database: {exc}".strip()) from exc
+            raise
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -193,7 +199,9 @@ def transaction(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[An
     """Run the block as one transaction; roll back on any exception.
 
     READ COMMITTED: a decision that depends on other rows locks them first
-    (see ``_lock_admins``); the rest is one statement each.
+    (see ``_lock_admins``). A write that is one statement goes without it:
+    in autocommit mode PostgreSQL runs each statement as a transaction of
+    its own, and BEGIN and COMMIT would be two more round trips.
     """
     with conn.transaction():
         yield conn
@@ -385,11 +393,10 @@ def create_user(
 ) -> dict[str, Any]:
     """Insert an account and return it; raise NameTaken if the name is in use."""
     try:
-        with transaction(conn):
-            conn.execute(
-                "INSERT INTO users (public_id, name, password_hash, admin) VALUES (%s, %s, %s, %s)",
-                (public_id, name, password_hash, admin),
-            )
+        conn.execute(
+            "INSERT INTO users (public_id, name, password_hash, admin) VALUES (%s, %s, %s, %s)",
+            (public_id, name, password_hash, admin),
+        )
     except errors.UniqueViolation as exc:
         raise NameTaken(name) from exc
     return {"public_id": public_id, "name": name, "admin": admin}
@@ -442,11 +449,10 @@ def rehash_password(conn: psycopg.Connection[Any], user_id: int, old_hash: str, 
     Only if it is still ``old_hash``: a password changed meanwhile wins. Tokens
     are untouched, since the password itself did not change.
     """
-    with transaction(conn):
-        conn.execute(
-            "UPDATE users SET password_hash = %s WHERE id = %s AND password_hash = %s",
-            (new_hash, user_id, old_hash),
-        )
+    conn.execute(
+        "UPDATE users SET password_hash = %s WHERE id = %s AND password_hash = %s",
+        (new_hash, user_id, old_hash),
+    )
 
 
 @_retried
@@ -485,13 +491,15 @@ def _lock_admins(conn: psycopg.Connection[Any]) -> list[int]:
 
 @_retried
 def revoke_token(conn: psycopg.Connection[Any], jti: str, expires_at: float, now: float) -> None:
-    """Deny the token ``jti`` until it expires; prune entries already expired."""
-    with transaction(conn):
-        conn.execute(
-            "INSERT INTO revoked_tokens (jti, expires_at) VALUES (%s, %s) ON CONFLICT (jti) DO NOTHING",
-            (jti, expires_at),
-        )
-        conn.execute("DELETE FROM revoked_tokens WHERE expires_at <= %s", (now,))
+    """Deny the token ``jti`` until it expires; prune entries already expired.
+
+    One statement: the prune rides along in a data-modifying WITH.
+    """
+    conn.execute(
+        "WITH pruned AS (DELETE FROM revoked_tokens WHERE expires_at <= %s)"
+        " INSERT INTO revoked_tokens (jti, expires_at) VALUES (%s, %s) ON CONFLICT (jti) DO NOTHING",
+        (now, jti, expires_at),
+    )
 
 
 # -- login throttling ------------------------------------------------------------
@@ -508,26 +516,23 @@ def count_login_attempt(
     (ON CONFLICT DO UPDATE locks the row). A window that has passed starts
     afresh. A successful login clears the count.
     """
-    name, address = _key(name), _key(address)
-    with transaction(conn):
-        row = _one(
-            conn.execute(
-                "INSERT INTO login_failures AS f (name, address, failures, window_start) VALUES (%s, %s, 1, %s)"
-                " ON CONFLICT (name, address) DO UPDATE SET"
-                "  failures = CASE WHEN f.window_start <= %s THEN 1 ELSE f.failures + 1 END,"
-                "  window_start = CASE WHEN f.window_start <= %s THEN excluded.window_start ELSE f.window_start END"
-                " RETURNING failures, window_start",
-                (name, address, now, now - window, now - window),
-            )
+    row = _one(
+        conn.execute(
+            "INSERT INTO login_failures AS f (name, address, failures, window_start) VALUES (%s, %s, 1, %s)"
+            " ON CONFLICT (name, address) DO UPDATE SET"
+            "  failures = CASE WHEN f.window_start <= %s THEN 1 ELSE f.failures + 1 END,"
+            "  window_start = CASE WHEN f.window_start <= %s THEN excluded.window_start ELSE f.window_start END"
+            " RETURNING failures, window_start",
+            (_key(name), _key(address), now, now - window, now - window),
         )
+    )
     return int(row[0]), float(row[1])
 
 
 @_retried
 def clear_login_failures(conn: psycopg.Connection[Any], name: str, address: str) -> None:
     """Forget the failed logins of (name, address) after a successful one."""
-    with transaction(conn):
-        conn.execute("DELETE FROM login_failures WHERE name = %s AND address = %s", (_key(name), _key(address)))
+    conn.execute("DELETE FROM login_failures WHERE name = %s AND address = %s", (_key(name), _key(address)))
 
 
 def _key(value: str) -> str:
@@ -580,10 +585,9 @@ def get_todo(conn: psycopg.Connection[Any], owner_id: int, todo_id: int) -> dict
 @_retried
 def create_todo(conn: psycopg.Connection[Any], owner_id: int, text: str) -> dict[str, Any]:
     """Insert a to-do for the owner and return it."""
-    with transaction(conn):
-        (todo_id,) = _one(
-            conn.execute("INSERT INTO todos (owner_id, text) VALUES (%s, %s) RETURNING id", (owner_id, text))
-        )
+    (todo_id,) = _one(
+        conn.execute("INSERT INTO todos (owner_id, text) VALUES (%s, %s) RETURNING id", (owner_id, text))
+    )
     return {"id": todo_id, "text": text, "complete": False}
 
 
@@ -602,13 +606,12 @@ def update_todo(
     """
     if todo_id > MAX_ID:
         return None
-    with transaction(conn):
-        row = conn.execute(
-            "UPDATE todos SET text = coalesce(%s, text), complete = coalesce(%s, complete)"
-            " WHERE id = %s AND owner_id = %s RETURNING id, text, complete",
-            (text, complete, todo_id, owner_id),
-        ).fetchall()
-    return _todo(row[0] if row else None)
+    row = conn.execute(
+        "UPDATE todos SET text = coalesce(%s, text), complete = coalesce(%s, complete)"
+        " WHERE id = %s AND owner_id = %s RETURNING id, text, complete",
+        (text, complete, todo_id, owner_id),
+    ).fetchone()
+    return _todo(row)
 
 
 @_retried
@@ -616,8 +619,7 @@ def delete_todo(conn: psycopg.Connection[Any], owner_id: int, todo_id: int) -> b
     """Delete the owner's to-do; False if there was none."""
     if todo_id > MAX_ID:
         return False
-    with transaction(conn):
-        cursor = conn.execute("DELETE FROM todos WHERE id = %s AND owner_id = %s", (todo_id, owner_id))
+    cursor = conn.execute("DELETE FROM todos WHERE id = %s AND owner_id = %s", (todo_id, owner_id))
     return cursor.rowcount > 0
 
 

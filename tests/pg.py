@@ -202,25 +202,33 @@ def _empty(conn: Any) -> None:
     """Make a used test database as a fresh clone of the template would be.
 
     Ends the sessions a test left behind, then deletes every row and restarts
-    every sequence, so ids start at 1 again. A schema the test changed is not
-    repaired: the database is dropped instead (the caller's except).
+    every sequence, so ids start at 1 again; one round trip. A schema the
+    test changed is not repaired: the database is dropped instead (the
+    caller's except).
     """
     import store_pg
 
-    conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    )
-    if store_pg.schema_version(conn) != store_pg.SCHEMA_VERSION:
-        raise RuntimeError("schema changed by the test")
-    tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
-    sequences = [r[0] for r in conn.execute("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'")]
-    with conn.transaction():
-        for table in tables:
-            if table != "schema_version":
-                conn.execute(f'DELETE FROM "{table}"')
-        for sequence in sequences:
-            conn.execute(f'ALTER SEQUENCE "{sequence}" RESTART')
+    conn.execute(_EMPTY.replace("{version}", str(int(store_pg.SCHEMA_VERSION))))
+
+
+_EMPTY = """
+DO $$
+DECLARE name text;
+BEGIN
+    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid();
+    IF (SELECT version FROM schema_version) <> {version} THEN
+        RAISE EXCEPTION 'schema changed by the test';
+    END IF;
+    FOR name IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_version' LOOP
+        EXECUTE format('DELETE FROM %I', name);
+    END LOOP;
+    FOR name IN SELECT sequencename FROM pg_sequences WHERE schemaname = 'public' LOOP
+        EXECUTE format('ALTER SEQUENCE %I RESTART', name);
+    END LOOP;
+END
+$$
+"""
 
 
 def start_cluster(directory: str | Path | None = None) -> tuple[str, Callable[[], None]]:
@@ -277,8 +285,17 @@ def _start_private(bindir: Path, directory: str | Path | None) -> Cluster:
         raise RuntimeError(f"initdb failed: {made.stderr or made.stdout}")
     (root / "pwfile").unlink()
 
+    # If this process dies without stop() (killed, timed out), the watchdog
+    # ends the server and removes its directory, so no run leaves one behind.
+    watchdog = subprocess.Popen(
+        ["sh", "-c", _WATCHDOG, "watchdog", str(os.getpid()), str(data), str(root) if owned else ""],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
     def stop() -> None:
         run(str(bindir / "pg_ctl"), "stop", "-D", str(data), "-m", "immediate", "-w")
+        watchdog.kill()
+        watchdog.wait()
         _remove(root, owned)
 
     for _attempt in range(3):  # a free port can be taken between our probe and the server's bind
@@ -293,8 +310,17 @@ def _start_private(bindir: Path, directory: str | Path | None) -> Cluster:
             url = f"postgresql://postgres:{quote(password, safe='')}@127.0.0.1:{port}/postgres"
             return Cluster(url, stop)
     log = (root / "server.log").read_text(errors="replace")[-2000:] if (root / "server.log").exists() else ""
-    _remove(root, owned)
+    stop()
     raise RuntimeError(f"pg_ctl start failed: {started.stderr or started.stdout}\n{log}")
+
+
+# sh -c script: $1 the pid to outlive, $2 the data directory, $3 a directory to remove (or "").
+_WATCHDOG = """
+while kill -0 "$1" 2>/dev/null; do sleep 1; done
+server=$(head -n 1 "$2/postmaster.pid" 2>/dev/null) && kill -QUIT "$server" 2>/dev/null
+for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$server" 2>/dev/null || break; sleep 0.5; done
+[ -n "$3" ] && rm -rf "$3"
+"""
 
 
 def _unprivileged_user() -> tuple[int, int] | None:
