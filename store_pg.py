@@ -11,11 +11,13 @@ UNIQUE constraint for names, INSERT ... ON CONFLICT for throttle counts, the
 deny-list and the signing key, an UPDATE for the password cut-off) or, for
 "is this the last admin?", a read of the admin rows under SELECT ... FOR
 UPDATE, taken in id order, so two servers demoting each other queue on the
-same rows instead of both seeing two admins. Nothing here waits on anything
-but those few rows, and PostgreSQL never answers these transactions with a
-serialization failure; a deadlock or a serialization failure that another
-engine speaking the protocol raises anyway (CockroachDB, for one, at any
-isolation) is retried a few times by ``_retried``.
+same rows instead of both seeing two admins. Why not SERIALIZABLE: the one
+multi-row decision needs only those few rows locked, and under READ
+COMMITTED PostgreSQL never aborts these transactions as serialization
+failures, so no request is retried in the normal course. A deadlock, or a
+serialization failure from an engine that speaks the protocol and runs
+SERIALIZABLE anyway (CockroachDB does by default), is retried a few times
+by ``_retried``; past that it is a 503.
 
 Needs the ``postgres`` extra (psycopg 3 and psycopg_pool). Must not import
 todo_wsgi, router, or anything web-related.
