@@ -1118,6 +1118,8 @@ def build_parser() -> argparse.ArgumentParser:
     copy_to.add_argument("url", metavar="URL", help="postgresql://USER:PASSWORD@HOST/DB (or a SQLite file)")
     serve = commands.add_parser("serve", help="serve the API under waitress")
     serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
+    # 4, from bench/threads.py (README, "Performance"): as many requests/s as 2 or 8
+    # on 2 cores, and two logins hashing at once still leave two threads serving.
     serve.add_argument("--threads", type=int, default=4, help="waitress worker threads (default 4)")
     return parser
 

@@ -3,18 +3,20 @@
 For each waitress thread count (1, 2, 4, 8 by default), starts todo-wsgi and
 the ceiling with that many threads and, in alternated rounds, measures with wrk:
 the authenticated list alone (requests/s, p99, ratio to the ceiling), and the
-same list while one client logs in over and over (PBKDF2 at 600,000 iterations,
-about a tenth of a second of one core each): how much a login delays the
-requests that share the server with it.
+same list while two clients log in over and over, one request at a time each
+(PBKDF2 at 600,000 iterations, about a fifth of a second of one core each):
+how much logins delay the requests that share the server with them.
 
     .venv/bin/python bench/threads.py [--threads 1,2,4,8] [--rounds 3] [--seconds 3]
+                                      [--login-clients 2]
     environment: BENCH_THREAD_COUNTS, BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
-    BENCH_WRK_THREADS, BENCH_LOGIN_ITERATIONS
+    BENCH_WRK_THREADS, BENCH_LOGIN_ITERATIONS, BENCH_LOGIN_CLIENTS
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import shutil
@@ -68,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=common.env_float("BENCH_SECONDS", 3))
     parser.add_argument("--connections", type=int, default=common.env_int("BENCH_CONNECTIONS", 8))
     parser.add_argument("--wrk-threads", type=int, default=common.env_int("BENCH_WRK_THREADS", 1))
+    parser.add_argument("--login-clients", type=int, default=common.env_int("BENCH_LOGIN_CLIENTS", 2))
     parser.add_argument(
         "--iterations", type=int, default=common.env_int("BENCH_LOGIN_ITERATIONS", common.LOGIN_ITERATIONS)
     )
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"threads, {common.machine()}; GET /todo (3 items); wrk -t{args.wrk_threads} -c{args.connections} "
             f"-d{args.seconds:g}s; median of {args.rounds} alternated rounds; "
-            f"login loop: 1 client, {args.iterations} iterations"
+            f"login loops: {args.login_clients} clients, {args.iterations} iterations"
         )
         print(
             f"{'threads':>7}{'todo req/s':>11}{'ceiling':>9}{'ratio':>7}{'p99 ms':>8}"
@@ -117,12 +120,16 @@ def main(argv: list[str] | None = None) -> int:
                         elif kind == "ceiling":
                             ceil.append(common.run_wrk(ceiling.url, script, *wrk))
                         else:
-                            with LoginLoop(todo.port) as logins:
+                            with contextlib.ExitStack() as stack:
+                                loops = [
+                                    stack.enter_context(LoginLoop(todo.port)) for _ in range(args.login_clients)
+                                ]
                                 started = time.perf_counter()
                                 loaded.append(common.run_wrk(todo.url, script, *wrk))
                                 elapsed = time.perf_counter() - started
-                            login_rates.append(len(logins.latencies) / elapsed)
-                            login_latencies.extend(logins.latencies)
+                            done = [latency for loop in loops for latency in loop.latencies]
+                            login_rates.append(len(done) / elapsed)
+                            login_latencies.extend(done)
                     ratios.append(alone[-1].rps / ceil[-1].rps)
             med = common.median
             print(
