@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import uuid
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -32,14 +33,20 @@ ORIGIN = "https://app.example"
 
 
 class Recorder(logging.Handler):
-    """Keeps every ERROR record the app logs (a 500 logs its traceback)."""
+    """Keeps every ERROR record the app logs (a 500 logs its traceback).
+
+    Only from the test's own thread, where the app runs: a server thread left
+    over from another test must not fail this one.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
+        self.thread = threading.get_ident()
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        if record.thread == self.thread:
+            self.records.append(record)
 
 
 @pytest.fixture(scope="module")
