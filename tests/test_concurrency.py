@@ -120,7 +120,7 @@ def test_parallel_creates_give_distinct_ids_all_listed_none_lost_or_doubled(serv
         add_account(app, name, f"{name}-password")
     tokens = {name: log_in(server, name, f"{name}-password") for name in accounts}
 
-    def writer(name: str, thread: int) -> list[tuple[int, int, str]]:
+    def writer(name: str, thread: int) -> list[tuple[int, int | None, str]]:
         conn = server.connect()
         answered = []
         try:

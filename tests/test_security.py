@@ -13,18 +13,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import os
+import socket
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import jwt
 import pytest
+import waitress
 
 import store
-from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, basic, login
+import todo_wsgi
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login
 
 ANOTHER_KEY = "another-key-that-is-long-enough-for-hs256-0123456789"
 
@@ -237,3 +242,121 @@ def test_user_password_is_never_in_an_account_view(client, admin_headers, user):
     for body in (listed.body, one.body):
         assert USER_PASSWORD.encode() not in body
         assert b"pbkdf2" not in body and b"password" not in body
+
+
+# -- point 8: the waitress settings of `make run` (python -m todo_wsgi serve) -----------
+
+
+@pytest.fixture
+def serve_settings(monkeypatch, database):
+    """The keyword arguments ``python -m todo_wsgi serve`` gives waitress.serve."""
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(waitress, "serve", lambda app, **kwargs: captured.update(kwargs))
+    monkeypatch.delenv("TODO_TRUSTED_PROXY", raising=False)
+
+    def run(*args: str) -> dict[str, Any]:
+        captured.clear()
+        assert todo_wsgi.main(["--database", database, "serve", *args]) == 0
+        return dict(captured)
+
+    return run
+
+
+def test_serve_bounds_what_one_client_can_take(serve_settings):
+    settings = serve_settings()
+    assert settings["listen"] == "127.0.0.1:8080"  # loopback unless the operator says otherwise
+    assert settings["threads"] == 4
+    assert settings["connection_limit"] <= 100
+    assert settings["channel_timeout"] <= 30
+    assert settings["max_request_header_size"] <= 16384
+    # waitress buffers a whole body before the app sees it: stop it near the app's own limit.
+    assert 65536 < settings["max_request_body_size"] <= 65536 + 4096
+    assert settings.get("expose_tracebacks", False) is False
+    # No proxy is trusted unless named: forwarding headers are dropped, REMOTE_ADDR is the peer.
+    assert "trusted_proxy" not in settings
+    assert settings["clear_untrusted_proxy_headers"] is True
+
+
+def test_serve_trusts_only_the_proxy_the_operator_names(serve_settings, monkeypatch):
+    monkeypatch.setenv("TODO_TRUSTED_PROXY", "10.1.2.3")
+    settings = serve_settings()
+    assert settings["trusted_proxy"] == "10.1.2.3"
+    assert settings["trusted_proxy_headers"] == "x-forwarded-for"
+    assert settings.get("trusted_proxy_count", 1) == 1
+
+
+class LiveServer:
+    """waitress.create_server with the serve command's own settings, on an ephemeral port."""
+
+    def __init__(self, app: Any, settings: dict[str, Any]) -> None:
+        settings = {k: v for k, v in settings.items() if k != "listen"}
+        self.server = waitress.create_server(app, host="127.0.0.1", port=0, **settings)
+        self.port = self.server.effective_port
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.trigger.pull_trigger(self.server.close)  # closed inside its own loop
+        self.thread.join(timeout=10)
+        self.server.task_dispatcher.shutdown()
+
+    def raw(self, request: bytes) -> int:
+        """Send raw bytes; return the status code of the answer."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(request)
+            return int(sock.makefile("rb").readline().split()[1])
+
+    def post_login(self, name: str, password: str, **headers: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("POST", "/login", headers={**basic(name, password), **headers})
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def live(make_app, serve_settings):
+    servers: list[LiveServer] = []
+
+    def start() -> LiveServer:
+        servers.append(LiveServer(make_app(), serve_settings()))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_served_body_over_the_limit_is_refused_before_it_is_sent(live):
+    server = live()
+    head = b"POST /todo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n"
+    # Not a byte of the body is sent: the answer comes from the headers alone.
+    assert server.raw(head) == 413
+
+
+def test_served_headers_over_16_kib_are_refused(live):
+    server = live()
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n"
+    assert server.raw(head) == 431
+
+
+def test_served_forwarding_headers_from_an_untrusted_peer_do_not_dodge_throttling(live, app):
+    add_account(app, "alice", USER_PASSWORD)
+    server = live()
+    for n in range(5):
+        spoof = {"X-Forwarded-For": f"10.0.0.{n}", "Forwarded": f"for=10.0.1.{n}"}
+        assert server.post_login("alice", "wrong-password", **spoof) == 401
+    assert server.post_login("alice", USER_PASSWORD, **{"X-Forwarded-For": "10.9.9.9"}) == 429
+
+
+def test_served_behind_a_named_proxy_the_forwarded_address_counts(live, app, monkeypatch):
+    monkeypatch.setenv("TODO_TRUSTED_PROXY", "127.0.0.1")  # the test itself is the proxy
+    add_account(app, "alice", USER_PASSWORD)
+    server = live()
+    for n in range(5):
+        assert server.post_login("alice", "wrong-password", **{"X-Forwarded-For": "192.0.2.1"}) == 401
+    assert server.post_login("alice", USER_PASSWORD, **{"X-Forwarded-For": "192.0.2.1"}) == 429
+    assert server.post_login("alice", USER_PASSWORD, **{"X-Forwarded-For": "192.0.2.2"}) == 200
