@@ -98,8 +98,8 @@ def breakdown(run: Callable[[int], None], calls: int) -> tuple[float, dict[str, 
 
 
 def main() -> int:
-    batch = common.env_int("BENCH_BATCH", 2000)
-    repeat = common.env_int("BENCH_REPEAT", 7)
+    batch = common.env_int("BENCH_BATCH", 1000)
+    repeat = common.env_int("BENCH_REPEAT", 15)
     with tempfile.TemporaryDirectory(prefix="todo-bench-") as tmp:
         database = os.path.join(tmp, "bench.db")
         iterations = common.env_int("BENCH_LOGIN_ITERATIONS", common.LOGIN_ITERATIONS)
