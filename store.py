@@ -77,6 +77,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX todos_owner_id ON todos (owner_id, id);
     """,
+    # Throttle rows of windows that have passed are pruned at each attempt:
+    # a client inventing names must not grow the table without bound.
+    """
+    CREATE INDEX login_failures_window ON login_failures (window_start);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -400,7 +405,8 @@ def count_login_attempt(
 
     Counted before the password is checked, in one statement, so concurrent
     attempts in any thread or process cannot slip past the limit together. A
-    window that has passed starts afresh. A successful login clears the count.
+    window that has passed starts afresh, and rows of passed windows are
+    pruned. A successful login clears the count.
     """
     with transaction(conn):
         row = conn.execute(
@@ -411,6 +417,7 @@ def count_login_attempt(
             " RETURNING failures, window_start",
             (name, address, now, now - window, now - window),
         ).fetchall()[0]
+        conn.execute("DELETE FROM login_failures WHERE window_start <= ?", (now - window,))
     return int(row[0]), float(row[1])
 
 

@@ -104,6 +104,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX todos_owner_id ON todos (owner_id, id);
     """,
+    # Throttle rows of windows that have passed are pruned at each attempt:
+    # a client inventing names must not grow the table without bound.
+    """
+    CREATE INDEX login_failures_window ON login_failures (window_start);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -516,18 +521,21 @@ def count_login_attempt(
     Counted before the password is checked, in one statement, so concurrent
     attempts in any thread or process cannot slip past the limit together
     (ON CONFLICT DO UPDATE locks the row). A window that has passed starts
-    afresh. A successful login clears the count.
+    afresh, and rows of passed windows are pruned, in the same transaction.
+    A successful login clears the count.
     """
-    row = _one(
-        conn.execute(
-            "INSERT INTO login_failures AS f (name, address, failures, window_start) VALUES (%s, %s, 1, %s)"
-            " ON CONFLICT (name, address) DO UPDATE SET"
-            "  failures = CASE WHEN f.window_start <= %s THEN 1 ELSE f.failures + 1 END,"
-            "  window_start = CASE WHEN f.window_start <= %s THEN excluded.window_start ELSE f.window_start END"
-            " RETURNING failures, window_start",
-            (_key(name), _key(address), now, now - window, now - window),
+    with transaction(conn):
+        row = _one(
+            conn.execute(
+                "INSERT INTO login_failures AS f (name, address, failures, window_start) VALUES (%s, %s, 1, %s)"
+                " ON CONFLICT (name, address) DO UPDATE SET"
+                "  failures = CASE WHEN f.window_start <= %s THEN 1 ELSE f.failures + 1 END,"
+                "  window_start = CASE WHEN f.window_start <= %s THEN excluded.window_start ELSE f.window_start END"
+                " RETURNING failures, window_start",
+                (_key(name), _key(address), now, now - window, now - window),
+            )
         )
-    )
+        conn.execute("DELETE FROM login_failures WHERE window_start <= %s", (now - window,))
     return int(row[0]), float(row[1])
 
 

@@ -148,3 +148,16 @@ def test_throttled_attempt_does_not_hash(client, user, monkeypatch):
 
     monkeypatch.setattr(todo_wsgi, "verify_password", no_hashing)
     attempt(client, "alice", USER_PASSWORD, status=429)
+
+
+def test_rows_of_passed_windows_are_pruned_so_invented_names_cannot_grow_the_table(app, client, clock):
+    def rows():
+        with app.db.connection() as conn:
+            return conn.execute("SELECT count(*) FROM login_failures").fetchone()[0]
+
+    for n in range(20):
+        attempt(client, f"invented-{n}", "any-password", status=401)
+    assert rows() == 20
+    clock.advance(901)
+    attempt(client, "one-more", "any-password", status=401)
+    assert rows() == 1
