@@ -83,7 +83,7 @@ class Router:
         }
         # A literal pattern matches only its own path, which the dict above
         # answers: the regex scan needs only the patterns with placeholders.
-        self._dynamic = [route for route, pattern in zip(self._routes, by_pattern) if "<" in pattern]
+        self._dynamic = [route for route, pattern in zip(self._routes, by_pattern, strict=True) if "<" in pattern]
 
     def match(self, method: str, path: str) -> tuple[Any, dict[str, Any]]:
         """Return ``(target, params)`` or raise HTTPError 404 or 405."""

@@ -249,9 +249,7 @@ def _account(row: sqlite3.Row | None) -> dict[str, Any] | None:
     return {"id": row["id"], "public_id": row["public_id"], "name": row["name"], "admin": bool(row["admin"])}
 
 
-def get_token_account(
-    conn: sqlite3.Connection, public_id: str, jti: str
-) -> tuple[dict[str, Any], float, bool] | None:
+def get_token_account(conn: sqlite3.Connection, public_id: str, jti: str) -> tuple[dict[str, Any], float, bool] | None:
     """Return (account, tokens_valid_after, jti revoked) for a token's claims.
 
     One query per authenticated request: the account's existence and rights
@@ -300,9 +298,7 @@ def get_user_by_name(conn: sqlite3.Connection, name: str) -> dict[str, Any] | No
     return _account(conn.execute(_ACCOUNT + " WHERE name = ?", (name,)).fetchone())
 
 
-def create_user(
-    conn: sqlite3.Connection, public_id: str, name: str, password_hash: str, admin: bool
-) -> dict[str, Any]:
+def create_user(conn: sqlite3.Connection, public_id: str, name: str, password_hash: str, admin: bool) -> dict[str, Any]:
     """Insert an account and return it; raise NameTaken if the name is in use."""
     try:
         with transaction(conn):
@@ -389,9 +385,7 @@ def _admin_count(conn: sqlite3.Connection) -> int:
 def revoke_token(conn: sqlite3.Connection, jti: str, expires_at: float, now: float) -> None:
     """Deny the token ``jti`` until it expires; prune entries already expired."""
     with transaction(conn):
-        conn.execute(
-            "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)", (jti, expires_at)
-        )
+        conn.execute("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)", (jti, expires_at))
         conn.execute("DELETE FROM revoked_tokens WHERE expires_at <= ?", (now,))
 
 
@@ -451,8 +445,7 @@ def list_todos(
         )
     else:
         rows = conn.execute(
-            "SELECT id, text, complete FROM todos WHERE owner_id = ? AND complete = ?"
-            " ORDER BY id LIMIT ? OFFSET ?",
+            "SELECT id, text, complete FROM todos WHERE owner_id = ? AND complete = ? ORDER BY id LIMIT ? OFFSET ?",
             (owner_id, int(complete), limit, offset),
         )
     return [{"id": r[0], "text": r[1], "complete": bool(r[2])} for r in rows]
@@ -572,8 +565,6 @@ def import_rows(conn: sqlite3.Connection, rows: Iterable[tuple[str, tuple[Any, .
                     )
                 continue
             columns = COPIED[table]
-            conn.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", row
-            )
+            conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", row)
             counts[table] += 1
     return counts

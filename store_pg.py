@@ -292,7 +292,7 @@ def backup(conn: psycopg.Connection[Any], target: str) -> None:
     """Refuse: a PostgreSQL database is backed up with its own tools."""
     raise RuntimeError(
         "backup copies a SQLite file; for PostgreSQL use pg_dump, e.g. "
-        f"pg_dump --format=custom --file={target} \"$TODO_DATABASE\" (restore with pg_restore), "
+        f'pg_dump --format=custom --file={target} "$TODO_DATABASE" (restore with pg_restore), '
         "or your provider's snapshots"
     )
 
@@ -575,8 +575,7 @@ def list_todos(
         )
     else:
         rows = conn.execute(
-            "SELECT id, text, complete FROM todos WHERE owner_id = %s AND complete = %s"
-            " ORDER BY id LIMIT %s OFFSET %s",
+            "SELECT id, text, complete FROM todos WHERE owner_id = %s AND complete = %s ORDER BY id LIMIT %s OFFSET %s",
             (owner_id, complete, _limit(limit), offset),
         )
     return [{"id": r[0], "text": r[1], "complete": bool(r[2])} for r in rows]
@@ -595,9 +594,7 @@ def get_todo(conn: psycopg.Connection[Any], owner_id: int, todo_id: int) -> dict
 @_retried
 def create_todo(conn: psycopg.Connection[Any], owner_id: int, text: str) -> dict[str, Any]:
     """Insert a to-do for the owner and return it."""
-    (todo_id,) = _one(
-        conn.execute("INSERT INTO todos (owner_id, text) VALUES (%s, %s) RETURNING id", (owner_id, text))
-    )
+    (todo_id,) = _one(conn.execute("INSERT INTO todos (owner_id, text) VALUES (%s, %s) RETURNING id", (owner_id, text)))
     return {"id": todo_id, "text": text, "complete": False}
 
 
@@ -677,7 +674,8 @@ def export_rows(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, tuple[Any,
             (used,) = _one(
                 conn.execute(
                     sql.SQL(
-                        "SELECT greatest((SELECT max(id) FROM {}), pg_sequence_last_value(pg_get_serial_sequence({}, 'id')), 0)"
+                        "SELECT greatest((SELECT max(id) FROM {}),"
+                        " pg_sequence_last_value(pg_get_serial_sequence({}, 'id')), 0)"
                     ).format(sql.Identifier(table), sql.Literal(table))
                 )
             )

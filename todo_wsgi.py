@@ -217,7 +217,7 @@ class TodoApp:
                     req.conn = conn
                     result = handler(req, **params)
                 status, body = result[0], result[1]
-                headers = result[2] if len(result) > 2 else []  # type: ignore[misc]
+                headers = result[2] if len(result) > 2 else []
         except HTTPError as error:
             status, body, headers = error.status, {"message": error.message}, error.headers
         except self.store.UNAVAILABLE:
@@ -305,7 +305,7 @@ def cors_headers(origin: str) -> list[tuple[str, str]]:
 class Request:
     """What a handler needs of one request, built once per call."""
 
-    __slots__ = ("app", "environ", "method", "path", "conn", "account", "claims")
+    __slots__ = ("account", "app", "claims", "conn", "environ", "method", "path")
 
     def __init__(self, app: TodoApp, environ: Environ) -> None:
         self.app = app
@@ -329,7 +329,7 @@ class Request:
 
     def url(self, path: str) -> str:
         """An absolute path for ``path`` below the mount point (SCRIPT_NAME)."""
-        return self.environ.get("SCRIPT_NAME", "").rstrip("/") + path
+        return str(self.environ.get("SCRIPT_NAME", "")).rstrip("/") + path
 
     def query(self) -> dict[str, str]:
         """The query string as single values; a name given twice is a 400."""
@@ -375,7 +375,7 @@ def read_body(environ: Environ, limit: int) -> bytes:
     if length > limit:
         # Refused before reading a byte of it.
         raise HTTPError(413, f"Body is larger than {limit} bytes")
-    return environ["wsgi.input"].read(length) if length else b""  # type: ignore[no-any-return]
+    return bytes(environ["wsgi.input"].read(length)) if length else b""
 
 
 def parse_json(environ: Environ, limit: int) -> Any:
@@ -467,7 +467,7 @@ def read_token(environ: Environ) -> str | None:
     token = environ.get("HTTP_X_ACCESS_TOKEN")
     if token is not None:
         return str(token).strip()
-    scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    scheme, _, credentials = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
     if scheme.lower() == "bearer":
         return credentials.strip()
     return None
@@ -540,7 +540,7 @@ def verify_token(app: TodoApp, token: str) -> dict[str, Any]:
         raise token_invalid()
     if not isinstance(claims["public_id"], str) or not isinstance(claims["jti"], str):
         raise token_invalid()
-    return claims  # type: ignore[no-any-return]
+    return claims
 
 
 def authenticate(req: Request) -> dict[str, Any]:
@@ -863,9 +863,7 @@ def patch_todo(req: Request, todo_id: int) -> Result:
     data = req.json({}, {"text": str, "complete": bool})
     if "text" in data:
         _check(text_problem(data["text"]))
-    todo = req.store.update_todo(
-        req.conn, account["id"], todo_id, text=data.get("text"), complete=data.get("complete")
-    )
+    todo = req.store.update_todo(req.conn, account["id"], todo_id, text=data.get("text"), complete=data.get("complete"))
     if todo is None:
         raise HTTPError(404, "No todo found!")
     return 200, {"todo": todo}
@@ -942,7 +940,7 @@ def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # waitress refuses trusted_proxy_headers=None: name the proxy settings only when a proxy is set.
     proxy = os.environ.get("TODO_TRUSTED_PROXY")
-    proxy_settings = {}
+    proxy_settings: dict[str, Any] = {}
     if proxy:
         headers = os.environ.get("TODO_TRUSTED_PROXY_HEADERS", "x-forwarded-for")
         proxy_settings = {"trusted_proxy": proxy, "trusted_proxy_headers": headers}

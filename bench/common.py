@@ -57,9 +57,7 @@ def env_float(name: str, default: float) -> float:
 
 def make_app(database: str, iterations: int = LOGIN_ITERATIONS, **settings: Any) -> todo_wsgi.TodoApp:
     """The app as the server builds it, on ``database``, with the bench's key."""
-    return todo_wsgi.create_app(
-        database=database, secret_key=SECRET_KEY, pbkdf2_iterations=iterations, **settings
-    )
+    return todo_wsgi.create_app(database=database, secret_key=SECRET_KEY, pbkdf2_iterations=iterations, **settings)
 
 
 def add_account(app: todo_wsgi.TodoApp, name: str, password_hash: str, admin: bool = False) -> dict[str, Any]:
@@ -221,9 +219,7 @@ class Server:
         import subprocess
 
         with open(self.stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                self.command, stdout=subprocess.PIPE, stderr=stderr, env=self.env, text=True
-            )
+            self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=stderr, env=self.env, text=True)
         try:
             with selectors.DefaultSelector() as selector:
                 selector.register(self.proc.stdout, selectors.EVENT_READ)

@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
+import common
 
 # (label, predicate on a profiled function (file, line, name)); first match wins.
 CATEGORIES: list[tuple[str, Callable[[tuple[str, int, str]], bool]]] = [
@@ -117,7 +117,7 @@ class AccessLogToFile:
 
     def __init__(self, path: str) -> None:
         self.logger = logging.getLogger("todo_wsgi.access")
-        self.handler = logging.StreamHandler(open(path, "a"))  # noqa: SIM115 (closed in __exit__)
+        self.handler = logging.StreamHandler(open(path, "a"))
         self.handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
 
     def __enter__(self) -> None:
@@ -161,9 +161,7 @@ def report(app: Any, seeded: common.Seeded, batch: int, repeat: int, iterations:
         label = f"login ({iterations} iterations)" if scenario.name == "login" else scenario.name
         print(f"{label:<10}{common.median(plain) * 1e6:>12.1f}{common.median(logged) * 1e6:>16.1f}")
         rows.append((scenario, run, n))
-    print(
-        "\nwhere the time goes, access log on (cProfile, % of profiled time; the profiler inflates small calls)"
-    )
+    print("\nwhere the time goes, access log on (cProfile, % of profiled time; the profiler inflates small calls)")
     labels = [label for label, _ in CATEGORIES]
     print(f"{'scenario':<10}" + "".join(f"{label:>15}" for label in labels) + f"{'rest':>8}")
     with AccessLogToFile(log_file):

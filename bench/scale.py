@@ -25,11 +25,11 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
-import inprocess  # noqa: E402
+import common
+import inprocess
 
-import store  # noqa: E402
-import todo_wsgi  # noqa: E402
+import store
+import todo_wsgi
 
 ITERATIONS = 1000  # logins are not measured here: a cheap hash seeds faster
 
@@ -53,9 +53,7 @@ def seed_bulk(database: str, accounts: int, todos: int) -> common.Seeded:
                 "INSERT INTO users (public_id, name, password_hash) VALUES (?, ?, ?)",
                 ((str(uuid.uuid4()), f"user{n}", password_hash) for n in range(accounts - existing)),
             )
-            others = [
-                row[0] for row in conn.execute("SELECT id FROM users WHERE id != ? ORDER BY id", (reader_id,))
-            ]
+            others = [row[0] for row in conn.execute("SELECT id FROM users WHERE id != ? ORDER BY id", (reader_id,))]
             # Move the reader's to-dos to the middle and the end of the table.
             conn.execute("DELETE FROM todos WHERE owner_id = ?", (reader_id,))
             extra = todos - conn.execute("SELECT count(*) FROM todos").fetchone()[0]

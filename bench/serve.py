@@ -20,9 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import waitress  # noqa: E402
-
-import ceiling  # noqa: E402
+import ceiling
+import waitress
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
+import common
 
 
 class LoginLoop:
@@ -121,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                             ceil.append(common.run_wrk(ceiling.url, script, *wrk))
                         else:
                             with contextlib.ExitStack() as stack:
-                                loops = [
-                                    stack.enter_context(LoginLoop(todo.port)) for _ in range(args.login_clients)
-                                ]
+                                loops = [stack.enter_context(LoginLoop(todo.port)) for _ in range(args.login_clients)]
                                 started = time.perf_counter()
                                 loaded.append(common.run_wrk(todo.url, script, *wrk))
                                 elapsed = time.perf_counter() - started

@@ -33,8 +33,8 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 ENV_URL = "TODO_TEST_POSTGRES_URL"

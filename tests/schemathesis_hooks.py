@@ -38,7 +38,9 @@ class FreshAdminLogin:
     """A new admin token for every request, from POST /login with HTTP Basic."""
 
     def get(self, case: schemathesis.Case[Any], context: schemathesis.AuthContext) -> str:
-        request = urllib.request.Request(f"{URL}/login", method="POST", headers={"Authorization": basic_authorization()})
+        request = urllib.request.Request(
+            f"{URL}/login", method="POST", headers={"Authorization": basic_authorization()}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return str(json.loads(response.read())["token"])
 

@@ -75,7 +75,9 @@ def test_check_on_postgresql_reports_a_to_do_whose_owner_is_gone(database, app, 
     if not database.startswith("postgresql"):
         pytest.skip("PostgreSQL's check; SQLite's is in test_cli_ops")
     with app.db.connection() as conn, conn.transaction():
-        conn.execute("SET LOCAL session_replication_role = replica")  # foreign keys not enforced, as after a bad restore
+        conn.execute(
+            "SET LOCAL session_replication_role = replica"
+        )  # foreign keys not enforced, as after a bad restore
         conn.execute("INSERT INTO todos (owner_id, text) VALUES (4242, 'orphan')")
     assert todo_wsgi.main(["--database", database, "check"]) == 1
     out = capsys.readouterr().out
@@ -88,4 +90,3 @@ def test_the_schema_version_is_the_same_on_both_backends(app):
 
     with app.db.connection() as conn:
         assert app.store.schema_version(conn) == app.store.SCHEMA_VERSION == store.SCHEMA_VERSION
-

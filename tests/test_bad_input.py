@@ -94,7 +94,9 @@ CASES = [
     row("POST", "/user", J({"name": "b\ud800", "password": PASSWORD}), 400, "'name'", id="user name lone surrogate"),
     row("POST", "/user", J({"name": NAME}), 400, "'password' is required", id="user password missing"),
     row("POST", "/user", J({"name": NAME, "password": None}), 400, "'password' must be a string", id="password null"),
-    row("POST", "/user", J({"name": NAME, "password": 12345678}), 400, "'password' must be a string", id="password int"),
+    row(
+        "POST", "/user", J({"name": NAME, "password": 12345678}), 400, "'password' must be a string", id="password int"
+    ),
     row("POST", "/user", J({"name": NAME, "password": True}), 400, "'password' must be a string", id="password bool"),
     row("POST", "/user", J({"name": NAME, "password": ""}), 400, "'password' must be 8 to 1024", id="password empty"),
     row("POST", "/user", J({"name": NAME, "password": "7chars!"}), 400, "'password' must be 8", id="password 7"),
@@ -143,22 +145,43 @@ CASES = [
     row("PATCH", "/user/{user}", J({"public_id": "x"}), 400, "'public_id'", id="patch user public_id"),
     # PUT /me/password.
     row("PUT", "/me/password", J({"new_password": PASSWORD}), 400, "'old_password' is required", id="old missing"),
-    row("PUT", "/me/password", J({"old_password": None, "new_password": PASSWORD}), 400, "'old_password'", id="old null"),
-    row("PUT", "/me/password", J({"old_password": 1, "new_password": PASSWORD}), 400, "'old_password'", id="old number"),
-    row("PUT", "/me/password", J({"old_password": "", "new_password": PASSWORD}), 403, "Wrong password", id="old empty"),
+    row(
+        "PUT", "/me/password", J({"old_password": None, "new_password": PASSWORD}), 400, "'old_password'", id="old null"
+    ),
+    row(
+        "PUT", "/me/password", J({"old_password": 1, "new_password": PASSWORD}), 400, "'old_password'", id="old number"
+    ),
+    row(
+        "PUT", "/me/password", J({"old_password": "", "new_password": PASSWORD}), 403, "Wrong password", id="old empty"
+    ),
     row("PUT", "/me/password", J({"old_password": "p" * 1025, "new_password": PASSWORD}), 403, "Wrong", id="old 1025"),
-    row("PUT", "/me/password", J({"old_password": ADMIN_PASSWORD}), 400, "'new_password' is required", id="new missing"),
+    row(
+        "PUT", "/me/password", J({"old_password": ADMIN_PASSWORD}), 400, "'new_password' is required", id="new missing"
+    ),
     *[
         row("PUT", "/me/password", J({"old_password": ADMIN_PASSWORD, "new_password": v}), 400, "'new_password'", id=k)
-        for k, v in {"new null": None, "new number": 1, "new empty": "", "new 7": "1234567", "new 1025": "p" * 1025}.items()
+        for k, v in {
+            "new null": None,
+            "new number": 1,
+            "new empty": "",
+            "new 7": "1234567",
+            "new 1025": "p" * 1025,
+        }.items()
     ],
     # To-do ids that are not (or cannot be) ids.
     *[
         row(m, f"/todo/{i}", body, 404, msg, id=f"{m} /todo/{i[:12]}")
         for m, body in (("GET", None), ("PUT", None), ("DELETE", None), ("PATCH", J({"text": "x"})))
-        for i, msg in (("abc", "Not found"), ("-1", "Not found"), ("1.0", "Not found"), ("0x1", "Not found"),
-                       ("1e3", "Not found"), (HUGE, "No todo found!"), (TWO_TO_63, "No todo found!"),
-                       ("0", "No todo found!"))
+        for i, msg in (
+            ("abc", "Not found"),
+            ("-1", "Not found"),
+            ("1.0", "Not found"),
+            ("0x1", "Not found"),
+            ("1e3", "Not found"),
+            (HUGE, "No todo found!"),
+            (TWO_TO_63, "No todo found!"),
+            ("0", "No todo found!"),
+        )
     ],
     # Query parameters.
     row("GET", "/todo?limit=0", None, 400, "'limit'", id="limit 0"),
@@ -361,7 +384,11 @@ def test_unicode_text_round_trips_exactly(client, database, world, text):
     todo_id = created.json["todo"]["id"]
     assert created.json["todo"]["text"] == text
     assert client.get(f"/todo/{todo_id}", headers=h, status=200).json["todo"]["text"] == text
-    assert client.get("/todo", headers=h, status=200).json["todos"][-1] == {"id": todo_id, "text": text, "complete": False}
+    assert client.get("/todo", headers=h, status=200).json["todos"][-1] == {
+        "id": todo_id,
+        "text": text,
+        "complete": False,
+    }
     assert snapshot(database)["todos"][-1][2] == text
     # Sent as raw UTF-8 rather than JSON escapes, too.
     raw = json.dumps({"text": text}, ensure_ascii=False).encode("utf-8")

@@ -10,8 +10,8 @@ from webtest import TestApp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-import ceiling  # noqa: E402
-import common  # noqa: E402
+import ceiling
+import common
 
 
 def test_the_ceiling_answers_as_long_a_body_as_a_three_item_list(client, user_headers):

@@ -46,9 +46,7 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out.startswith(f"usage: python -m todo_wsgi {command} ")
 
 
-def test_list_users_prints_every_account_one_tab_separated_line_each(
-    database: str, app: todo_wsgi.TodoApp
-) -> None:
+def test_list_users_prints_every_account_one_tab_separated_line_each(database: str, app: todo_wsgi.TodoApp) -> None:
     admin = add_account(app, "admin", ADMIN_PASSWORD, admin=True)
     alice = add_account(app, "Alice Smith", USER_PASSWORD)
     result = run(database, "list-users")

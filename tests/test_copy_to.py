@@ -90,7 +90,7 @@ def test_copy_to_hands_out_no_used_id_again(database, world, target, make_app, c
 def test_copy_to_refuses_a_database_that_is_not_empty_and_changes_nothing(database, world, target, make_app, capsys):
     occupied = make_app(database=target)
     add_account(occupied, "squatter", USER_PASSWORD)
-    status, out, err = copy_to(database, target, capsys)
+    status, _out, err = copy_to(database, target, capsys)
     assert status == 1
     assert err == "error: the target database is not empty: it already holds accounts, to-dos or tokens\n"
     with occupied.db.connection() as conn:

@@ -129,7 +129,7 @@ def bodies(fields: list[str]) -> st.SearchStrategy[bytes | None]:
         st.none()
         | json_values.map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"))
         | st.binary(max_size=200)
-        | st.sampled_from([b"[" * 3000, b"{\"text\": " * 3000]),
+        | st.sampled_from([b"[" * 3000, b'{"text": ' * 3000]),
     )
 
 
@@ -183,7 +183,9 @@ JUNK_REQUEST = st.tuples(METHODS, latin1.map(lambda junk: "/" + junk), OTHER_BOD
 ROUTES = [(method, pattern) for method, pattern, _ in todo_wsgi.ROUTES] + [("GET", "/openapi.json")]
 
 
-def environ_for(round: dict[str, Any], method: str, path: str, body: bytes | None, world: dict[str, Any]) -> dict[str, Any]:
+def environ_for(
+    round: dict[str, Any], method: str, path: str, body: bytes | None, world: dict[str, Any]
+) -> dict[str, Any]:
     """The WSGI environ of one request of a round, symbols resolved."""
     app = world["app"]
     symbols = {
@@ -278,7 +280,9 @@ def check(status: int, headers: list[tuple[str, str]], body: bytes, environ: dic
     deadline=None,
     database=None,
     phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow],
+    # Health checks judge the generators' speed and size, not the app; on a
+    # loaded machine they fail a sound run (seen once in a full suite).
+    suppress_health_check=list(HealthCheck),
 )
 @given(data=st.data())
 def test_any_request_gets_json_and_never_a_500(world, data):

@@ -100,6 +100,5 @@ def test_openapi_json_is_served_without_a_token_as_the_file(client: TestApp, doc
     assert response.json == document
 
 
-
 def test_document_version_is_the_package_version(document: dict[str, Any]) -> None:
     assert document["info"]["version"] == importlib.metadata.version("todo-wsgi")

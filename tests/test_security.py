@@ -166,14 +166,12 @@ def test_admin_field_on_create_user_is_refused_and_creates_nobody(client, admin_
     ids=["todo owner_id", "todo complete", "todo id", "user public_id", "user password_hash"],
 )
 def test_fields_a_route_does_not_take_are_refused_by_name(client, admin_headers, path, body):
-    extra = [name for name in body if name not in ("text", "name", "password")][0]
+    extra = next(name for name in body if name not in ("text", "name", "password"))
     response = client.post_json(path, body, headers=admin_headers, status=400)
     assert response.json == {"message": f"Field '{extra}' is not accepted here"}
 
 
-def test_no_response_header_or_log_line_carries_a_password_hash_or_token(
-    client, app, admin, caplog, monkeypatch
-):
+def test_no_response_header_or_log_line_carries_a_password_hash_or_token(client, app, admin, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     passwords = [ADMIN_PASSWORD, "wrong-password-42", "ghost-password-7", "bob-password-1", "bob-password-2"]
     passwords += ["bob-password-3", "shortpw", "mallory-password"]
@@ -198,10 +196,15 @@ def test_no_response_header_or_log_line_carries_a_password_hash_or_token(
     saw(client.post_json("/user", body, headers=a, status=400))
     saw(client.get("/user", headers=a, status=200))
     saw(client.get(f"/user/{bob_id}", headers=a, status=200))
-    b1 = {"x-access-token": saw(client.post("/login", headers=basic("bob", "bob-password-1"), status=200)).json["token"]}
+    b1 = {
+        "x-access-token": saw(client.post("/login", headers=basic("bob", "bob-password-1"), status=200)).json["token"]
+    }
     saw(client.patch_json(f"/user/{bob_id}", {"password": "bob-password-2"}, headers=a, status=200))
     saw(client.get("/me", headers=b1, status=401))
-    b2 = {"Authorization": "Bearer " + saw(client.get("/login", headers=basic("bob", "bob-password-2"), status=200)).json["token"]}
+    b2 = {
+        "Authorization": "Bearer "
+        + saw(client.get("/login", headers=basic("bob", "bob-password-2"), status=200)).json["token"]
+    }
     wrong_old = {"old_password": "wrong-password-42", "new_password": "bob-password-3"}
     saw(client.put_json("/me/password", wrong_old, headers=b2, status=403))
     saw(client.get(f"/todo?token={b2['Authorization'][7:]}", status=401))
