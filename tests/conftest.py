@@ -11,17 +11,12 @@ TODO_TEST_POSTGRES_URL. Without PostgreSQL the second half is skipped, and
 the summary says how to enable it; ``-k sqlite`` runs the first half alone.
 
 A test about the SQLite file itself runs on SQLite only: mark it
-``@pytest.mark.sqlite_only``. Tests whose own source names ``sqlite3`` or the
-``store`` module (not ``app.store``), or that take ``database`` in a module
-that imports sqlite3, are taken to be such tests without the mark.
+``@pytest.mark.sqlite_only`` (or the whole module with ``pytestmark``).
 """
 
 from __future__ import annotations
 
 import base64
-import inspect
-import re
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 from wsgiref.validate import validator
@@ -63,27 +58,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if any("database" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize")):
         return  # the test chose its databases itself
-    backends = ["sqlite"] if _sqlite_only(metafunc) else BACKENDS
+    backends = ["sqlite"] if metafunc.definition.get_closest_marker("sqlite_only") else BACKENDS
     metafunc.parametrize("database", backends, indirect=True)
-
-
-_NAMES_SQLITE3 = re.compile(r"\bsqlite3\b")
-_NAMES_STORE = re.compile(r"(?<![.\w])store\b")
-
-
-def _sqlite_only(metafunc: pytest.Metafunc) -> bool:
-    if metafunc.definition.get_closest_marker("sqlite_only"):
-        return True
-    try:
-        source = inspect.getsource(metafunc.function)
-    except (OSError, TypeError):
-        return False
-    module = metafunc.module
-    imports_sqlite3 = "sqlite3" in sys.modules and getattr(module, "sqlite3", None) is sys.modules["sqlite3"]
-    imports_store = "store" in sys.modules and getattr(module, "store", None) is sys.modules["store"]
-    if _NAMES_SQLITE3.search(source) or (imports_store and _NAMES_STORE.search(source)):
-        return True
-    return imports_sqlite3 and "database" in inspect.signature(metafunc.function).parameters
 
 
 @pytest.fixture(scope="session")

@@ -551,6 +551,7 @@ def test_healthz_answers_200_ok_without_token(client):
     assert response.json == {"status": "ok"}
 
 
+@pytest.mark.sqlite_only
 def test_healthz_answers_503_when_the_database_does_not_answer(client, app, monkeypatch):
     def broken(conn):
         raise sqlite3.OperationalError("disk I/O error")

@@ -194,6 +194,7 @@ CASES = [
 ]
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file with sqlite3
 @pytest.mark.parametrize("method, path, body, content_type, status, message", CASES)
 def test_bad_request_is_refused_and_changes_nothing(
     client, database, world, method, path, body, content_type, status, message
@@ -277,6 +278,7 @@ def small(make_app, client, admin, admin_headers, database):
     return make_app(max_body_bytes=1024)
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file with sqlite3
 @pytest.mark.parametrize("declared", ["1025", "65536", str(10**12), HUGE])
 def test_declared_body_over_the_limit_is_413_before_reading_a_byte(small, admin_headers, database, declared):
     before = snapshot(database)
@@ -303,6 +305,7 @@ def test_body_longer_than_declared_is_not_read_past_content_length(small, admin_
     assert stream.bytes_read == len(body)
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file with sqlite3
 @pytest.mark.parametrize("declared", ["-1", "12abc", "1.5", " 12", "0x10", "\u0661\u0662"])
 def test_content_length_that_is_not_a_count_is_400(small, admin_headers, database, client, declared):
     # wsgiref's validator itself refuses such an environ, so the raw app is called.
@@ -329,6 +332,7 @@ INJECTIONS = [
 ]
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file with sqlite3
 @pytest.mark.parametrize("text", INJECTIONS)
 def test_sql_injection_text_is_stored_and_returned_verbatim(client, database, world, text):
     h = world["headers"]
@@ -341,6 +345,7 @@ def test_sql_injection_text_is_stored_and_returned_verbatim(client, database, wo
     assert len(rows["users"]) == 2
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file with sqlite3
 @pytest.mark.parametrize("name", ["admin' --", "admin' OR '1'='1", "x'); DELETE FROM users; --"])
 def test_sql_injection_name_is_an_ordinary_name(client, database, world, name):
     h = world["headers"]
@@ -377,6 +382,7 @@ ROUND_TRIP = {
 }
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file with sqlite3
 @pytest.mark.parametrize("text", ROUND_TRIP.values(), ids=ROUND_TRIP.keys())
 def test_unicode_text_round_trips_exactly(client, database, world, text):
     h = world["headers"]

@@ -91,6 +91,7 @@ def test_set_password_with_a_short_password_exits_1_and_changes_nothing(
     client.post("/login", headers=basic("alice", USER_PASSWORD), status=200)
 
 
+@pytest.mark.sqlite_only
 def test_backup_while_the_app_writes_gives_a_consistent_copy_holding_the_data(
     database: str, app: todo_wsgi.TodoApp, tmp_path: Path, make_app: Callable[..., todo_wsgi.TodoApp]
 ) -> None:
@@ -159,6 +160,7 @@ def test_check_reports_the_schema_version_and_integrity_ok(database: str, app: t
     assert result.stdout.splitlines() == [f"schema version: {version} (this code: {version})", "integrity: ok"]
 
 
+@pytest.mark.sqlite_only
 def test_check_exits_1_on_a_to_do_whose_owner_is_gone(database: str, app: todo_wsgi.TodoApp) -> None:
     import sqlite3
 
@@ -170,6 +172,7 @@ def test_check_exits_1_on_a_to_do_whose_owner_is_gone(database: str, app: todo_w
     assert "integrity: 1 problem(s)" in result.stdout
 
 
+@pytest.mark.sqlite_only
 def test_check_exits_1_on_a_database_newer_than_this_code(database: str, app: todo_wsgi.TodoApp) -> None:
     import sqlite3
 

@@ -6,6 +6,7 @@ import sqlite3
 from wsgiref.validate import validator
 
 import jwt
+import pytest
 from webtest import TestApp
 
 from tests.conftest import USER_PASSWORD, basic, login
@@ -136,11 +137,13 @@ def test_logout_needs_a_valid_token(client, user_headers):
     client.post("/logout", headers=user_headers, status=401)
 
 
+@pytest.mark.sqlite_only
 def test_logout_deny_list_is_keyed_by_the_tokens_jti(client, database, user_headers):
     client.post("/logout", headers=user_headers, status=200)
     assert revoked_rows(database) == [jti(user_headers["x-access-token"])]
 
 
+@pytest.mark.sqlite_only
 def test_logout_prunes_deny_list_rows_whose_token_has_expired(client, app, clock, database, user, user_headers):
     client.post("/logout", headers=user_headers, status=200)
     clock.advance(app.settings.token_ttl + 1)
@@ -149,6 +152,7 @@ def test_logout_prunes_deny_list_rows_whose_token_has_expired(client, app, clock
     assert revoked_rows(database) == [jti(later)]
 
 
+@pytest.mark.sqlite_only
 def test_logout_keeps_deny_list_rows_whose_token_has_not_expired(client, app, clock, database, user, user_headers):
     client.post("/logout", headers=user_headers, status=200)
     clock.advance(app.settings.token_ttl - 1)

@@ -171,6 +171,7 @@ def test_fields_a_route_does_not_take_are_refused_by_name(client, admin_headers,
     assert response.json == {"message": f"Field '{extra}' is not accepted here"}
 
 
+@pytest.mark.sqlite_only
 def test_no_response_header_or_log_line_carries_a_password_hash_or_token(client, app, admin, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     passwords = [ADMIN_PASSWORD, "wrong-password-42", "ghost-password-7", "bob-password-1", "bob-password-2"]
