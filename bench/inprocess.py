@@ -28,6 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common
 
+import todo_wsgi
+
 # (label, predicate on a profiled function (file, line, name)); first match wins.
 CATEGORIES: list[tuple[str, Callable[[tuple[str, int, str]], bool]]] = [
     ("routing", lambda f: f[0].endswith("router.py")),
@@ -37,7 +39,10 @@ CATEGORIES: list[tuple[str, Callable[[tuple[str, int, str]], bool]]] = [
     ("json encode", lambda f: f[2] == "json_bytes"),
     ("body parse", lambda f: f[2] == "parse_json"),
     ("password hash", lambda f: f[2] in ("hash_password", "verify_password")),
-    ("access log", lambda f: os.sep + "logging" + os.sep in f[0]),
+    (
+        "access log",
+        lambda f: os.sep + "logging" + os.sep in f[0] or (f[0].endswith("todo_wsgi.py") and f[2] in ("emit", "flush")),
+    ),
 ]
 
 
@@ -112,20 +117,21 @@ def main() -> int:
 
 
 class AccessLogToFile:
-    """While inside: todo-wsgi's access log goes to a file, as under waitress.serve's
-    ``logging.basicConfig()`` (a stream handler, the default format)."""
+    """While inside: the log goes to a file as ``python -m todo_wsgi serve`` sends
+    it to standard error (``todo_wsgi.configure_logging``: its format, in batches)."""
 
     def __init__(self, path: str) -> None:
-        self.logger = logging.getLogger("todo_wsgi.access")
-        self.handler = logging.StreamHandler(open(path, "a"))
-        self.handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+        self.path = path
+        self.handler: Any = None
 
     def __enter__(self) -> None:
-        self.logger.addHandler(self.handler)
+        self.stream = open(self.path, "a")
+        self.handler = todo_wsgi.configure_logging(self.stream)
 
     def __exit__(self, *exc: object) -> None:
-        self.logger.removeHandler(self.handler)
+        logging.getLogger().removeHandler(self.handler)
         self.handler.close()
+        self.stream.close()
 
 
 def report(app: Any, seeded: common.Seeded, batch: int, repeat: int, iterations: int) -> int:
@@ -144,7 +150,7 @@ def report(app: Any, seeded: common.Seeded, batch: int, repeat: int, iterations:
     print(
         f"harness (environ copy + call of a null app): {harness * 1e6:.2f} us, subtracted below\n"
         "no log: logging not configured (embedded, as in tests); access log: one line per request\n"
-        "to a file through a stream handler, as under waitress-serve or make run\n"
+        "to a file through todo_wsgi.configure_logging, as python -m todo_wsgi serve and make run do\n"
     )
     print(f"{'scenario':<10}{'us, no log':>12}{'us, access log':>16}")
     rows = []

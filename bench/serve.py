@@ -3,8 +3,8 @@
 Run as a subprocess by the benchmarks: prints ``PORT <n>`` on its first line
 of standard output once listening, then serves until terminated. Both apps get
 the same waitress settings as ``python -m todo_wsgi serve`` (threads, limits)
-and the same logging as ``waitress.serve`` sets up (``logging.basicConfig()``:
-standard error), so todo-wsgi writes its access log line per request there, as
+and the same logging (``todo_wsgi.configure_logging()``: standard error, in
+batches), so todo-wsgi writes its access log line per request there, as
 deployed; ``--no-access-log`` turns it off to show what the line costs.
 
     python bench/serve.py todo --threads 4       # settings from TODO_* variables
@@ -31,7 +31,9 @@ def main() -> int:
     parser.add_argument("--body-file", help="the ceiling's body (default: a 3-item list)")
     parser.add_argument("--no-access-log", action="store_true", help="todo-wsgi's access log off")
     args = parser.parse_args()
-    logging.basicConfig()  # as waitress.serve does
+    import todo_wsgi
+
+    handler = todo_wsgi.configure_logging()  # as python -m todo_wsgi serve does
     if args.no_access_log:
         logging.getLogger("todo_wsgi.access").setLevel(logging.WARNING)
     # waitress warns "Task queue depth is N" each time a request waits for a
@@ -39,8 +41,6 @@ def main() -> int:
     # the figures measure the apps rather than that line's logging.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     if args.app == "todo":
-        import todo_wsgi
-
         app = todo_wsgi.create_app()
     else:
         body = ceiling.DEFAULT_BODY
@@ -65,6 +65,7 @@ def main() -> int:
         server.run()
     except KeyboardInterrupt:
         pass
+    handler.close()
     return 0
 
 
