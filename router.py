@@ -29,10 +29,20 @@ class HTTPError(Exception):
         self.headers = list(headers)
 
 
+# Python refuses int() of more than 4300 digits (CVE-2020-10735), and no
+# 64-bit id has more than 19: anything longer becomes 10**20, out of range alike.
+_MAX_DIGITS = 20
+
+
+def _to_int(text: str) -> int:
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
+
+
 # A converter is a regex for the path segment and a function from its text to
 # the handler's argument. [0-9], not \d: \d also matches non-ASCII digits.
 CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "int": (r"[0-9]+", int),
+    "int": (r"[0-9]+", _to_int),
     "str": (r"[^/]+", str),
 }
 

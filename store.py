@@ -461,10 +461,13 @@ def get_todo(conn: sqlite3.Connection, owner_id: int, todo_id: int) -> dict[str,
     return _todo(row)
 
 
-def create_todo(conn: sqlite3.Connection, owner_id: int, text: str) -> dict[str, Any]:
-    """Insert a to-do for the owner and return it."""
-    with transaction(conn):
-        cursor = conn.execute("INSERT INTO todos (owner_id, text) VALUES (?, ?)", (owner_id, text))
+def create_todo(conn: sqlite3.Connection, owner_id: int, text: str) -> dict[str, Any] | None:
+    """Insert a to-do for the owner and return it; None if the owner no longer exists."""
+    try:
+        with transaction(conn):
+            cursor = conn.execute("INSERT INTO todos (owner_id, text) VALUES (?, ?)", (owner_id, text))
+    except sqlite3.IntegrityError:  # the foreign key: the account was deleted meanwhile
+        return None
     return {"id": cursor.lastrowid, "text": text, "complete": False}
 
 

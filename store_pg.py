@@ -592,9 +592,14 @@ def get_todo(conn: psycopg.Connection[Any], owner_id: int, todo_id: int) -> dict
 
 
 @_retried
-def create_todo(conn: psycopg.Connection[Any], owner_id: int, text: str) -> dict[str, Any]:
-    """Insert a to-do for the owner and return it."""
-    (todo_id,) = _one(conn.execute("INSERT INTO todos (owner_id, text) VALUES (%s, %s) RETURNING id", (owner_id, text)))
+def create_todo(conn: psycopg.Connection[Any], owner_id: int, text: str) -> dict[str, Any] | None:
+    """Insert a to-do for the owner and return it; None if the owner no longer exists."""
+    try:
+        (todo_id,) = _one(
+            conn.execute("INSERT INTO todos (owner_id, text) VALUES (%s, %s) RETURNING id", (owner_id, text))
+        )
+    except errors.ForeignKeyViolation:  # the account was deleted meanwhile
+        return None
     return {"id": todo_id, "text": text, "complete": False}
 
 

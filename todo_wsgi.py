@@ -383,9 +383,14 @@ def parse_json(environ: Environ, limit: int) -> Any:
     """Parse the request body as UTF-8 JSON; 415 for a body declared otherwise."""
     content_type = environ.get("CONTENT_TYPE", "")
     if content_type:
-        media_type, _, parameters = content_type.partition(";")
-        charset = parameters.strip().lower().replace('"', "")
-        if media_type.strip().lower() != "application/json" or charset not in ("", "charset=utf-8"):
+        media_type, *parameters = content_type.split(";")
+        # RFC 9110 8.3.1: parameters are name=value pairs; only a charset other than UTF-8 refuses JSON.
+        charsets = [
+            value for name, _, value in (p.strip().partition("=") for p in parameters) if name.lower() == "charset"
+        ]
+        if media_type.strip().lower() != "application/json" or any(
+            c.strip('"').lower() not in ("utf-8", "utf8") for c in charsets
+        ):
             raise HTTPError(415, "Body must be application/json")
     raw = read_body(environ, limit)
     if not raw:
@@ -598,6 +603,9 @@ def name_problem(name: str) -> str | None:
     """Why ``name`` cannot be an account name, or None if it can."""
     if not 1 <= len(name) <= 50:
         return "Field 'name' must be 1 to 50 characters"
+    if ":" in name:
+        # RFC 7617 2: a Basic user-id cannot contain a colon, so such an account could never log in.
+        return "Field 'name' must not contain ':'"
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
         return "Field 'name' must not contain control characters"
     return None
@@ -709,7 +717,8 @@ def _query_int(query: dict[str, str], name: str, default: int, low: int, high: i
     text = query.get(name)
     if text is None:
         return default
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+    # Length first: int() of thousands of digits raises (and costs) before any range check.
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 19 or not low <= int(text) <= high:
         raise HTTPError(400, f"Query parameter '{name}' must be an integer from {low} to {high}")
     return int(text)
 
@@ -847,6 +856,8 @@ def create_todo(req: Request) -> Result:
     data = req.json({"text": str})
     _check(text_problem(data["text"]))
     todo = req.store.create_todo(req.conn, account["id"], data["text"])
+    if todo is None:  # the account was deleted after its token was checked
+        raise token_invalid()
     return 201, {"message": "Todo created!", "todo": todo}, [("Location", req.url(f"/todo/{todo['id']}"))]
 
 

@@ -797,3 +797,56 @@ def test_failed_login_does_not_rehash(client, app):
     client.post("/login", headers=basic("alice", "wrong-password"), status=401)
     with app.db.connection() as conn:
         assert app.store.get_login(conn, "alice")["password_hash"] == weak
+
+
+# -- found in review: input that once reached a 500 or a dead end ----------------
+
+
+def test_a_path_id_of_thousands_of_digits_is_404_not_500(client, user_headers):
+    # Python refuses int() of more than 4300 digits; the router must not pass them on.
+    response = client.get("/todo/" + "9" * 5000, headers=user_headers, status=404)
+    assert response.json == {"message": "No todo found!"}
+    client.get("/todo/" + "0" * 5000 + "1", headers=user_headers, status=404)
+
+
+@pytest.mark.parametrize("name", ["limit", "offset"])
+def test_a_query_integer_of_thousands_of_digits_is_400_naming_it(client, user_headers, name):
+    response = client.get(f"/todo?{name}=" + "9" * 5000, headers=user_headers, status=400)
+    assert f"'{name}'" in response.json["message"]
+
+
+def test_a_name_with_a_colon_is_refused_since_basic_credentials_cannot_carry_it(client, admin_headers):
+    response = client.post_json("/user", {"name": "a:b", "password": "password-1"}, headers=admin_headers, status=400)
+    assert response.json == {"message": "Field 'name' must not contain ':'"}
+    client.get("/user", headers=admin_headers, status=200)
+
+
+def test_json_with_more_media_type_parameters_is_accepted(client, user_headers):
+    client.post(
+        "/todo",
+        b'{"text": "x"}',
+        headers={**user_headers, "Content-Type": 'application/json; charset="UTF-8"; profile=todo'},
+        status=201,
+    )
+
+
+def test_json_declared_in_another_charset_is_415(client, user_headers):
+    response = client.post(
+        "/todo",
+        b'{"text": "x"}',
+        headers={**user_headers, "Content-Type": "application/json; charset=latin-1"},
+        status=415,
+    )
+    assert response.json == {"message": "Body must be application/json"}
+
+
+def test_creating_a_todo_for_an_account_deleted_meanwhile_is_401_not_500(app, client, user, user_headers, monkeypatch):
+    create_todo = app.store.create_todo
+
+    def delete_owner_first(conn, owner_id, text):
+        app.store.delete_user(conn, user["public_id"])  # the race, forced
+        return create_todo(conn, owner_id, text)
+
+    monkeypatch.setattr(app.store, "create_todo", delete_owner_first)
+    response = client.post_json("/todo", {"text": "x"}, headers=user_headers, status=401)
+    assert response.json == {"message": "Token is invalid!"}
