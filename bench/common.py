@@ -11,6 +11,7 @@ Imports todo_wsgi only through its public functions; never edits its state.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import io
 import json
@@ -53,6 +54,19 @@ def env_int(name: str, default: int) -> int:
 def env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value else default
+
+
+def bench_arguments(description: str, rounds: int) -> argparse.ArgumentParser:
+    """The options every wrk benchmark takes, each defaulting to its BENCH_* variable."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=env_int("BENCH_ROUNDS", rounds))
+    parser.add_argument("--seconds", type=float, default=env_float("BENCH_SECONDS", 3))
+    parser.add_argument("--threads", type=int, default=env_int("BENCH_THREADS", 4), help="waitress threads")
+    parser.add_argument("--connections", type=int, default=env_int("BENCH_CONNECTIONS", 8))
+    parser.add_argument("--wrk-threads", type=int, default=env_int("BENCH_WRK_THREADS", 1))
+    parser.add_argument("--iterations", type=int, default=env_int("BENCH_LOGIN_ITERATIONS", LOGIN_ITERATIONS))
+    parser.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", ""), help="comma-separated subset")
+    return parser
 
 
 def make_app(database: str, iterations: int = LOGIN_ITERATIONS, **settings: Any) -> todo_wsgi.TodoApp:

@@ -52,17 +52,9 @@ BACKENDS = ("sqlite", "postgresql")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="todo-wsgi on SQLite vs PostgreSQL, and two servers on one PostgreSQL")
-    parser.add_argument("--rounds", type=int, default=common.env_int("BENCH_ROUNDS", 3))
-    parser.add_argument("--seconds", type=float, default=common.env_float("BENCH_SECONDS", 3))
-    parser.add_argument("--threads", type=int, default=common.env_int("BENCH_THREADS", 4), help="waitress threads")
-    parser.add_argument("--connections", type=int, default=common.env_int("BENCH_CONNECTIONS", 8))
-    parser.add_argument("--wrk-threads", type=int, default=common.env_int("BENCH_WRK_THREADS", 1))
-    parser.add_argument(
-        "--iterations", type=int, default=common.env_int("BENCH_LOGIN_ITERATIONS", common.LOGIN_ITERATIONS)
-    )
-    parser.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", ""), help="comma-separated subset")
-    return parser.parse_args(argv)
+    return common.bench_arguments(
+        "todo-wsgi on SQLite vs PostgreSQL, and two servers on one PostgreSQL", rounds=3
+    ).parse_args(argv)
 
 
 def missing() -> str | None:

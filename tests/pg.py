@@ -84,7 +84,8 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -299,7 +300,7 @@ def _start_private(bindir: Path, directory: str | Path | None) -> Cluster:
         _remove(root, owned)
 
     for _attempt in range(3):  # a free port can be taken between our probe and the server's bind
-        port = _free_port()
+        port = free_port()
         options = " ".join(f"-c {k}={v}" for k, v in {**_SERVER_SETTINGS, "port": str(port)}.items())
         options += f" -c unix_socket_directories={root}"
         started = run(

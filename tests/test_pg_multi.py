@@ -29,6 +29,7 @@ import pytest
 
 import todo_wsgi
 from tests.conftest import ITERATIONS, add_account
+from tests.pg import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_PASSWORD = "root-password-1"
@@ -62,12 +63,6 @@ def login(base: str, name: str, password: str) -> dict[str, str]:
     status, body = call(base, "POST", "/login", headers=basic(name, password))
     assert status == 200, body
     return {"x-access-token": body["token"]}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def with_port(url: str, port: int) -> str:
