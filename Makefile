@@ -24,9 +24,12 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Every test, on SQLite and (where initdb or TODO_TEST_POSTGRES_URL is found)
-# PostgreSQL, with the line coverage of the service's modules (at least 95%).
+# PostgreSQL, with the line coverage of the service's modules (at least 95%),
+# spread over the cores (pytest-xdist; at most 4 workers, each with its own
+# throwaway PostgreSQL server).
 test: lint
-	$(BIN)/python -m pytest -q --cov --cov-report=term-missing:skip-covered --cov-fail-under=95
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal \
+		--cov --cov-report=term-missing:skip-covered --cov-fail-under=95
 
 # Speed against the server's own ceiling, then SQLite against PostgreSQL and
 # two servers on one PostgreSQL (needs wrk and, for the last, initdb: apt-get

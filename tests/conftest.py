@@ -17,7 +17,12 @@ A test about the SQLite file itself runs on SQLite only: mark it
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
+import os
+import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from wsgiref.validate import validator
 
@@ -188,3 +193,58 @@ def admin_headers(client: TestApp, admin: dict[str, Any]) -> dict[str, str]:
 @pytest.fixture
 def user_headers(client: TestApp, user: dict[str, Any]) -> dict[str, str]:
     return {"x-access-token": login(client, "alice", USER_PASSWORD)}
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What an operator sees of one ``python -m todo_wsgi`` command."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+RunCommand = Callable[..., CommandResult]
+
+
+@pytest.fixture
+def run_command(monkeypatch: pytest.MonkeyPatch) -> RunCommand:
+    """Run ``python -m todo_wsgi ARGS`` in this process, as a child process would see it.
+
+    The environment holds TODO_DATABASE and a low iteration count and no other
+    TODO_ setting (plus ``environ``); standard input is ``stdin``, a pipe rather
+    than a terminal; SystemExit becomes the exit status as the interpreter
+    makes it. In-process, so the commands count towards coverage and cost no
+    interpreter start-up; tests/test_cli.py still runs real child processes.
+    """
+
+    def run(database: str, *args: str, stdin: str = "", environ: dict[str, str] | None = None) -> CommandResult:
+        out, err = io.StringIO(), io.StringIO()
+        with monkeypatch.context() as patch:
+            for name in [name for name in os.environ if name.startswith("TODO_")]:
+                patch.delenv(name)
+            patch.setenv("TODO_DATABASE", database)
+            patch.setenv("TODO_PBKDF2_ITERATIONS", str(ITERATIONS))
+            for name, value in (environ or {}).items():
+                patch.setenv(name, value)
+            patch.setattr(sys, "stdin", io.StringIO(stdin))
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    status = todo_wsgi.main(list(args))
+                except SystemExit as exited:
+                    if isinstance(exited.code, str):
+                        print(exited.code, file=sys.stderr)
+                    status = 1 if isinstance(exited.code, str) else (exited.code or 0)
+        return CommandResult(status, out.getvalue(), err.getvalue())
+
+    return run
+
+
+# The longest tests, started first: under pytest-xdist the other workers fill in
+# around them instead of waiting for one of them at the end.
+LONGEST_FIRST = ("test_schemathesis.py", "test_fuzz.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the longest tests at the front of the run."""
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)

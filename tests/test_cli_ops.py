@@ -1,14 +1,12 @@
 """The operator's everyday commands: list-users, set-password, backup, check, and --help on each.
 
-Each command runs as an operator runs it, ``python -m todo_wsgi ...`` in a
-child process, on this test's database; accounts are set up in-process.
+Each command runs through ``todo_wsgi.main`` with the environment, standard
+input and output a child process would have (the ``run_command`` fixture),
+on this test's database; tests/test_cli.py runs real child processes.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,23 +17,9 @@ import pytest
 from webtest import TestApp
 
 import todo_wsgi
-from tests.conftest import ADMIN_PASSWORD, ITERATIONS, USER_PASSWORD, add_account, basic, login
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, RunCommand, add_account, basic, login
 
 NEW_PASSWORD = "a-brand-new-password"
-
-
-def run(database: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """``python -m todo_wsgi ARGS`` on ``database``, with no other TODO_ setting inherited."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("TODO_")}
-    env.update(TODO_DATABASE=database, TODO_PBKDF2_ITERATIONS=str(ITERATIONS))
-    return subprocess.run(
-        [sys.executable, "-m", "todo_wsgi", *args],
-        input=stdin,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.mark.parametrize("command", sorted(todo_wsgi.COMMANDS))
@@ -46,10 +30,12 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out.startswith(f"usage: python -m todo_wsgi {command} ")
 
 
-def test_list_users_prints_every_account_one_tab_separated_line_each(database: str, app: todo_wsgi.TodoApp) -> None:
+def test_list_users_prints_every_account_one_tab_separated_line_each(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp
+) -> None:
     admin = add_account(app, "admin", ADMIN_PASSWORD, admin=True)
     alice = add_account(app, "Alice Smith", USER_PASSWORD)
-    result = run(database, "list-users")
+    result = run_command(database, "list-users")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"{admin['public_id']}\tadmin\tadmin",
@@ -58,13 +44,13 @@ def test_list_users_prints_every_account_one_tab_separated_line_each(database: s
 
 
 def test_set_password_reads_stdin_and_ends_the_accounts_tokens(
-    database: str, make_app: Callable[..., todo_wsgi.TodoApp]
+    run_command: RunCommand, database: str, make_app: Callable[..., todo_wsgi.TodoApp]
 ) -> None:
-    app = make_app(clock=time.time)  # the child process stamps the change with the real clock
+    app = make_app(clock=time.time)  # the command stamps the change with the real clock
     client = TestApp(validator(app))
     add_account(app, "alice", USER_PASSWORD)
     old_token = login(client, "alice", USER_PASSWORD)
-    result = run(database, "set-password", "alice", stdin=NEW_PASSWORD + "\n")
+    result = run_command(database, "set-password", "alice", stdin=NEW_PASSWORD + "\n")
     assert result.returncode == 0, result.stderr
     assert NEW_PASSWORD not in result.stdout + result.stderr
     response = client.get("/me", headers={"x-access-token": old_token}, status=401)
@@ -74,18 +60,20 @@ def test_set_password_reads_stdin_and_ends_the_accounts_tokens(
     assert client.get("/me", headers={"x-access-token": new_token}, status=200).json["user"]["name"] == "alice"
 
 
-def test_set_password_of_an_unknown_name_exits_1_with_a_clear_message(database: str, app: todo_wsgi.TodoApp) -> None:
-    result = run(database, "set-password", "nobody", stdin=NEW_PASSWORD + "\n")
+def test_set_password_of_an_unknown_name_exits_1_with_a_clear_message(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp
+) -> None:
+    result = run_command(database, "set-password", "nobody", stdin=NEW_PASSWORD + "\n")
     assert result.returncode == 1
     assert "no account is named 'nobody'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_set_password_with_a_short_password_exits_1_and_changes_nothing(
-    database: str, app: todo_wsgi.TodoApp, client: TestApp
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp, client: TestApp
 ) -> None:
     add_account(app, "alice", USER_PASSWORD)
-    result = run(database, "set-password", "alice", stdin="short\n")
+    result = run_command(database, "set-password", "alice", stdin="short\n")
     assert result.returncode == 1
     assert "8 to 1024" in result.stderr
     client.post("/login", headers=basic("alice", USER_PASSWORD), status=200)
@@ -93,7 +81,11 @@ def test_set_password_with_a_short_password_exits_1_and_changes_nothing(
 
 @pytest.mark.sqlite_only
 def test_backup_while_the_app_writes_gives_a_consistent_copy_holding_the_data(
-    database: str, app: todo_wsgi.TodoApp, tmp_path: Path, make_app: Callable[..., todo_wsgi.TodoApp]
+    run_command: RunCommand,
+    database: str,
+    app: todo_wsgi.TodoApp,
+    tmp_path: Path,
+    make_app: Callable[..., todo_wsgi.TodoApp],
 ) -> None:
     import sqlite3
 
@@ -114,7 +106,7 @@ def test_backup_while_the_app_writes_gives_a_consistent_copy_holding_the_data(
     try:
         assert started.wait(timeout=30)
         before = len(written)
-        result = run(database, "backup", str(tmp_path / "backup.db"))
+        result = run_command(database, "backup", str(tmp_path / "backup.db"))
     finally:
         stop.set()
         thread.join(timeout=30)
@@ -134,60 +126,70 @@ def test_backup_while_the_app_writes_gives_a_consistent_copy_holding_the_data(
 
 
 def test_backup_to_a_missing_directory_exits_1_with_a_clear_message(
-    database: str, app: todo_wsgi.TodoApp, tmp_path: Path
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp, tmp_path: Path
 ) -> None:
     if database.startswith("postgresql"):
         pytest.skip("SQLite's backup; PostgreSQL's answer is tested below")
-    result = run(database, "backup", str(tmp_path / "missing" / "backup.db"))
+    result = run_command(database, "backup", str(tmp_path / "missing" / "backup.db"))
     assert result.returncode == 1
     assert f"cannot write {tmp_path / 'missing' / 'backup.db'}" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_backup_on_postgresql_says_to_use_pg_dump(database: str, app: todo_wsgi.TodoApp, tmp_path: Path) -> None:
+def test_backup_on_postgresql_says_to_use_pg_dump(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp, tmp_path: Path
+) -> None:
     if not database.startswith("postgresql"):
         pytest.skip("PostgreSQL only; SQLite's backup is tested above")
-    result = run(database, "backup", str(tmp_path / "backup.db"))
+    result = run_command(database, "backup", str(tmp_path / "backup.db"))
     assert result.returncode == 1
     assert "pg_dump" in result.stderr
     assert not (tmp_path / "backup.db").exists()
 
 
-def test_check_reports_the_schema_version_and_integrity_ok(database: str, app: todo_wsgi.TodoApp) -> None:
-    result = run(database, "check")
+def test_check_reports_the_schema_version_and_integrity_ok(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp
+) -> None:
+    result = run_command(database, "check")
     assert result.returncode == 0, result.stdout + result.stderr
     version = app.store.SCHEMA_VERSION
     assert result.stdout.splitlines() == [f"schema version: {version} (this code: {version})", "integrity: ok"]
 
 
 @pytest.mark.sqlite_only
-def test_check_exits_1_on_a_to_do_whose_owner_is_gone(database: str, app: todo_wsgi.TodoApp) -> None:
+def test_check_exits_1_on_a_to_do_whose_owner_is_gone(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp
+) -> None:
     import sqlite3
 
     with sqlite3.connect(database) as conn:  # foreign keys are off by default in a bare connection
         conn.execute("INSERT INTO todos (owner_id, text) VALUES (4242, 'orphan')")
-    result = run(database, "check")
+    result = run_command(database, "check")
     assert result.returncode == 1
     assert "problem: todos row 1 refers to a missing users row" in result.stdout
     assert "integrity: 1 problem(s)" in result.stdout
 
 
 @pytest.mark.sqlite_only
-def test_check_exits_1_on_a_database_newer_than_this_code(database: str, app: todo_wsgi.TodoApp) -> None:
+def test_check_exits_1_on_a_database_newer_than_this_code(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp
+) -> None:
     import sqlite3
 
     with sqlite3.connect(database) as conn:
         conn.execute(f"PRAGMA user_version = {app.store.SCHEMA_VERSION + 1}")
-    result = run(database, "check")
+    result = run_command(database, "check")
     assert result.returncode == 1
     assert "newer than this code" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("command", ["list-users", "set-password alice", "backup copy.db", "check"])
-def test_commands_on_a_missing_database_exit_1_without_creating_it(command: str, tmp_path: Path) -> None:
+def test_commands_on_a_missing_database_exit_1_without_creating_it(
+    run_command: RunCommand, command: str, tmp_path: Path
+) -> None:
     missing = tmp_path / "mistyped.db"
-    result = run(str(missing), *command.split(), stdin=NEW_PASSWORD + "\n")
+    result = run_command(str(missing), *command.split(), stdin=NEW_PASSWORD + "\n")
     assert result.returncode == 1
     assert f"no database at {missing}" in result.stderr
     assert not missing.exists()

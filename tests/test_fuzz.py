@@ -296,5 +296,11 @@ def test_any_request_gets_json_and_never_a_500(world, data):
         environ = environ_for(round, method, path, body, world)
         status, headers, body = run(world["app"], environ)
         event(f"status {status}")  # pytest --hypothesis-show-statistics: how deep the fuzzing got
-        check(status, headers, body, environ)
-        assert not world["errors"], world["errors"][0].getMessage()
+        try:
+            check(status, headers, body, environ)
+            assert not world["errors"], world["errors"][0].getMessage()
+        except AssertionError:
+            # Printed here, so the report names the request even when Hypothesis
+            # cannot replay the failure (the database has moved on) and calls it flaky.
+            print(f"failing request: {environ['REQUEST_METHOD']} {environ['PATH_INFO']!r} -> {status} {body[:300]!r}")
+            raise
