@@ -42,6 +42,7 @@ class Seeded:
     reader_todo_ids: list[int]
     writer_todo_id: int
     list_body: bytes  # the reader's GET /todo answer: the ceiling's body size
+    reader_public_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -143,7 +144,7 @@ def seed(database: str, iterations: int = LOGIN_ITERATIONS) -> Seeded:
     try:
         password_hash = todo_wsgi.hash_password(PASSWORD, iterations)
         add_account(app, "admin", password_hash, admin=True)
-        add_account(app, "reader", password_hash)
+        reader = add_account(app, "reader", password_hash)
         add_account(app, "writer", password_hash)
         # Tokens through /login, as a client gets them (three hashes at full cost).
         tokens = {name: login(app, name) for name in ("admin", "reader", "writer")}
@@ -166,6 +167,7 @@ def seed(database: str, iterations: int = LOGIN_ITERATIONS) -> Seeded:
         reader_todo_ids=reader_ids,
         writer_todo_id=writer_id,
         list_body=list_body,
+        reader_public_id=reader["public_id"],
     )
 
 
@@ -361,3 +363,50 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+@dataclass(frozen=True)
+class ProcessCost:
+    """A server process's CPU time and context switches so far (Linux /proc)."""
+
+    user_s: float
+    system_s: float
+    voluntary_switches: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessCost | None:
+        """Read them for ``pid`` and all its threads; None where /proc has no such files."""
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+            switches = 0
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/status") as file:
+                    for line in file:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            switches += int(line.split()[1])
+        except OSError:
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        return cls(int(fields[11]) / ticks, int(fields[12]) / ticks, switches)
+
+
+@dataclass(frozen=True)
+class PerRequest:
+    """What one request cost a server, on average over a wrk run."""
+
+    cpu_us: float
+    system_us: float
+    switches: float
+
+
+def per_request(before: ProcessCost | None, after: ProcessCost | None, requests: int) -> PerRequest | None:
+    """The cost per request between two readings, or None without them."""
+    if before is None or after is None or requests == 0:
+        return None
+    user, system = after.user_s - before.user_s, after.system_s - before.system_s
+    return PerRequest(
+        cpu_us=(user + system) * 1e6 / requests,
+        system_us=system * 1e6 / requests,
+        switches=(after.voluntary_switches - before.voluntary_switches) / requests,
+    )

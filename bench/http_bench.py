@@ -12,7 +12,12 @@ requests/s, p50 and p99 latency, and todo-wsgi's requests/s as a fraction of
 the ceiling's (median of the per-round ratios). Log in is reported apart:
 its cost is PBKDF2 by design, at the iteration count shown. todo-wsgi logs
 as deployed (one access-log line per request to standard error, here a file);
-list and get are also run against a third server with the access log off.
+list and get are also run against a third server with the access log off, and
+a fourth, the floor (``bench/ceiling.py``): the ceiling plus the very SQLite
+reads todo-wsgi makes for them, through store.py, and no other code. For
+every server the table also gives what a request cost its process (CPU time
+and voluntary context switches per request, from /proc): where the time goes
+between the ceiling and todo-wsgi.
 
     .venv/bin/python bench/http_bench.py [--rounds 5] [--seconds 3] [--threads 4]
                                          [--connections 8] [--wrk-threads 1]
@@ -39,8 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return common.bench_arguments("todo-wsgi vs the ceiling, under waitress, driven by wrk", rounds=5).parse_args(argv)
 
 
-# Scenarios also run against a todo-wsgi with its access log off: what the line costs.
+# Scenarios also run against a todo-wsgi with its access log off (what the line
+# costs) and against the floor (what the database reads alone cost).
 WITHOUT_LOG = ("list", "get")
+SERVERS = {  # row label suffix of each server beside todo-wsgi's own row
+    "todo, no access log": ", no access log",
+    "floor": ", floor (reads only)",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             "todo": common.Server("todo", args.threads, tmp, env),
             "todo, no access log": common.Server("todo", args.threads, tmp, env, ("--no-access-log",)),
             "ceiling": common.Server("ceiling", args.threads, tmp, args=("--body-file", body_file)),
+            "floor": common.Server(
+                "floor", args.threads, tmp, env, ("--body-file", body_file, "--public-id", seeded.reader_public_id)
+            ),
         }
-        with servers["todo"], servers["todo, no access log"], servers["ceiling"]:
+        with servers["todo"], servers["todo, no access log"], servers["ceiling"], servers["floor"]:
             return run(args, seeded, tmp, servers)
 
 
@@ -73,8 +86,9 @@ def run(args: argparse.Namespace, seeded: common.Seeded, tmp: str, servers: dict
         f"median of {args.rounds} alternated rounds; ceiling body {len(seeded.list_body)} bytes; "
         "todo-wsgi logs each request to stderr (a file) unless said"
     )
-    # (row label, scenario, server name) -> one result per round
+    # (scenario, server name) -> one result (and one cost) per round
     results: dict[tuple[str, str], list[common.WrkResult]] = {}
+    costs: dict[tuple[str, str], list[common.PerRequest]] = {}
     ratios: dict[str, list[float]] = {}
     for round_no in range(args.rounds):
         for scenario in chosen:
@@ -86,37 +100,51 @@ def run(args: argparse.Namespace, seeded: common.Seeded, tmp: str, servers: dict
                     common.run_wrk(servers["todo"].url, script, *login_wrk)
                 )
                 continue
-            names = ["todo", "ceiling"] + (["todo, no access log"] if scenario.name in WITHOUT_LOG else [])
+            names = ["todo", "ceiling"] + (list(SERVERS) if scenario.name in WITHOUT_LOG else [])
             shift = round_no % len(names)  # each goes first in turn: drift hits all alike
             got = {}
             for name in names[shift:] + names[:shift]:
+                before = common.ProcessCost.of(servers[name].pid)
                 got[name] = common.run_wrk(servers[name].url, script, *wrk)
+                cost = common.per_request(before, common.ProcessCost.of(servers[name].pid), got[name].requests)
                 results.setdefault((scenario.name, name), []).append(got[name])
+                if cost is not None:
+                    costs.setdefault((scenario.name, name), []).append(cost)
             for name in names:
                 if name != "ceiling":
-                    label = scenario.name if name == "todo" else f"{scenario.name}, no access log"
-                    ratios.setdefault(label, []).append(got[name].rps / got["ceiling"].rps)
+                    ratios.setdefault(label_of(scenario.name, name), []).append(got[name].rps / got["ceiling"].rps)
         print(f"  round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
     def med(key: tuple[str, str], field: str) -> float:
         return common.median([getattr(r, field) for r in results[key]])
 
     print(
-        f"{'scenario':<22}{'todo req/s':>11}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'scenario':<28}{'todo req/s':>11}{'p50 ms':>8}{'p99 ms':>8}"
         f"{'ceiling req/s':>15}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}"
     )
     for scenario in chosen:
         if scenario.name == "login":
             continue
-        for name in ("todo", "todo, no access log"):
+        for name in ("todo", *SERVERS):
             if (scenario.name, name) not in results:
                 continue
-            label = scenario.name if name == "todo" else f"{scenario.name}, no access log"
+            label = label_of(scenario.name, name)
             todo, ceiling = (scenario.name, name), (scenario.name, "ceiling")
             print(
-                f"{label:<22}{med(todo, 'rps'):>11.0f}{med(todo, 'p50_ms'):>8.2f}{med(todo, 'p99_ms'):>8.2f}"
+                f"{label:<28}{med(todo, 'rps'):>11.0f}{med(todo, 'p50_ms'):>8.2f}{med(todo, 'p99_ms'):>8.2f}"
                 f"{med(ceiling, 'rps'):>15.0f}{med(ceiling, 'p50_ms'):>8.2f}{med(ceiling, 'p99_ms'):>8.2f}"
                 f"{common.median(ratios[label]):>6.2f}x"
+            )
+    if costs:
+        print(
+            "\nWhat a request cost each server's process (medians; CPU = user + system time of all its threads;"
+            "\nswitches = voluntary context switches, mostly threads handing over the GIL):"
+        )
+        print(f"{'scenario':<12}{'server':<22}{'CPU us':>8}{'system us':>11}{'switches':>10}")
+        for (scenario_name, name), per in costs.items():
+            print(
+                f"{scenario_name:<12}{name:<22}{common.median([c.cpu_us for c in per]):>8.0f}"
+                f"{common.median([c.system_us for c in per]):>11.0f}{common.median([c.switches for c in per]):>10.1f}"
             )
     if ("login", "todo") in results:
         key = ("login", "todo")
@@ -126,6 +154,11 @@ def run(args: argparse.Namespace, seeded: common.Seeded, tmp: str, servers: dict
             f"p50 {med(key, 'p50_ms'):.0f} ms, p99 {med(key, 'p99_ms'):.0f} ms"
         )
     return 0
+
+
+def label_of(scenario: str, server: str) -> str:
+    """The table's row label of one scenario on one server."""
+    return scenario + SERVERS.get(server, "")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ deployed; ``--no-access-log`` turns it off to show what the line costs.
 
     python bench/serve.py todo --threads 4       # settings from TODO_* variables
     python bench/serve.py ceiling --threads 4 --body-file FILE
+    python bench/serve.py floor --threads 4 --body-file FILE --public-id ID   # TODO_DATABASE
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import waitress
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("app", choices=["todo", "ceiling"])
+    parser.add_argument("app", choices=["todo", "ceiling", "floor"])
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--body-file", help="the ceiling's body (default: a 3-item list)")
+    parser.add_argument("--public-id", help="the floor's account (its reads are this account's)")
     parser.add_argument("--no-access-log", action="store_true", help="todo-wsgi's access log off")
     args = parser.parse_args()
     import todo_wsgi
@@ -47,7 +49,11 @@ def main() -> int:
         if args.body_file:
             with open(args.body_file, "rb") as file:
                 body = file.read()
-        app = ceiling.make_ceiling(body)
+        app = (
+            ceiling.make_ceiling(body)
+            if args.app == "ceiling"
+            else ceiling.make_floor(os.environ["TODO_DATABASE"], args.public_id, body)
+        )
     server = waitress.create_server(
         app,
         host="127.0.0.1",

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from wsgiref.validate import validator
 
+import pytest
 from webtest import TestApp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -21,3 +22,14 @@ def test_the_ceiling_answers_as_long_a_body_as_a_three_item_list(client, user_he
     answered = TestApp(validator(ceiling.make_ceiling())).get("/todo", status=200)
     assert len(answered.body) == len(listed.body)
     assert answered.headers["Content-Type"] == listed.headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.sqlite_only  # the floor reads through store.py, as todo-wsgi on SQLite does
+def test_the_floor_answers_the_ceilings_body_after_reading_the_account_from_the_database(database, app, user):
+    floor = TestApp(validator(ceiling.make_floor(database, user["public_id"])))
+    assert floor.get("/todo", status=200).body == ceiling.DEFAULT_BODY
+    assert floor.get("/todo/1", status=200).body == ceiling.DEFAULT_BODY
+    with app.db.connection() as conn:
+        app.store.delete_user(conn, user["public_id"])
+    with pytest.raises(AssertionError, match="the floor's account is missing"):
+        floor.get("/todo")
