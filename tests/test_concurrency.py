@@ -17,41 +17,21 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import waitress
 
 from tests.conftest import ADMIN_PASSWORD, add_account, basic
+from tests.live import LiveServer
 
 THREADS = 8
 
 
-class Server:
-    """A waitress server on 127.0.0.1:<ephemeral>, run in a daemon thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=THREADS)
-        self.port = self.server.effective_port
-        self.thread = threading.Thread(target=self.server.run, name="waitress", daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        # Closed from inside its own loop (the trigger runs the call there), so
-        # no socket is closed under a select() in progress.
-        self.server.trigger.pull_trigger(self.server.close)
-        self.thread.join(timeout=10)
-        self.server.task_dispatcher.shutdown()
-
-    def connect(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-
-
 @pytest.fixture
-def serve(make_app: Callable[..., Any]) -> Iterator[Callable[..., tuple[Any, Server]]]:
-    servers: list[Server] = []
+def serve(make_app: Callable[..., Any]) -> Iterator[Callable[..., tuple[Any, LiveServer]]]:
+    servers: list[LiveServer] = []
 
-    def start(**settings: Any) -> tuple[Any, Server]:
+    def start(**settings: Any) -> tuple[Any, LiveServer]:
         settings.setdefault("pool_size", THREADS)  # PostgreSQL: a connection per waitress thread
         app = make_app(**settings)
-        servers.append(Server(app))
+        servers.append(LiveServer(app, threads=THREADS))
         return app, servers[-1]
 
     yield start
@@ -74,7 +54,7 @@ def call(
     return response.status, json.loads(payload) if payload else None
 
 
-def log_in(server: Server, name: str, password: str) -> str:
+def log_in(server: LiveServer, name: str, password: str) -> str:
     conn = server.connect()
     try:
         conn.request("POST", "/login", headers=basic(name, password))

@@ -23,19 +23,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from waitress import wasyncore
-from waitress.server import create_server
 
 import todo_wsgi
 from tests.conftest import add_account
+from tests.live import LiveServer
 
 ROOT = Path(__file__).resolve().parent.parent
 # --max-examples per operation. What reaches a backend's own limits is mostly
@@ -55,20 +52,11 @@ def served_app(make_app: Callable[..., todo_wsgi.TodoApp]) -> todo_wsgi.TodoApp:
 @pytest.fixture
 def live_url(served_app: todo_wsgi.TodoApp) -> Iterator[str]:
     """A waitress server for it on 127.0.0.1 and an ephemeral port; stopped at the end."""
-    app = served_app
-    socket_map: dict[int, Any] = {}
-    server = create_server(app, map=socket_map, host="127.0.0.1", port=0, threads=4)
-    loop = threading.Thread(target=server.run, name="waitress-loop", daemon=True)
-    loop.start()
+    server = LiveServer(served_app, threads=4)
     try:
-        yield f"http://127.0.0.1:{server.effective_port}"
+        yield server.url
     finally:
-        # Closed from inside the loop's own thread, so it never polls a socket closed under it;
-        # the loop ends when its map is empty.
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(socket_map))
-        loop.join(timeout=30)
-        server.task_dispatcher.shutdown()
-        assert not loop.is_alive()
+        server.close()
 
 
 def test_schemathesis_finds_no_failure_in_any_operation(

@@ -13,12 +13,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
 import json
 import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +28,7 @@ import waitress
 import store
 import todo_wsgi
 from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login
+from tests.live import LiveServer
 
 ANOTHER_KEY = "another-key-that-is-long-enough-for-hs256-0123456789"
 
@@ -289,20 +288,11 @@ def test_serve_trusts_only_the_proxy_the_operator_names(serve_settings, monkeypa
     assert settings.get("trusted_proxy_count", 1) == 1
 
 
-class LiveServer:
-    """waitress.create_server with the serve command's own settings, on an ephemeral port."""
+class ServedApp(LiveServer):
+    """A live server with the serve command's own waitress settings."""
 
     def __init__(self, app: Any, settings: dict[str, Any]) -> None:
-        settings = {k: v for k, v in settings.items() if k != "listen"}
-        self.server = waitress.create_server(app, host="127.0.0.1", port=0, **settings)
-        self.port = self.server.effective_port
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.trigger.pull_trigger(self.server.close)  # closed inside its own loop
-        self.thread.join(timeout=10)
-        self.server.task_dispatcher.shutdown()
+        super().__init__(app, **{k: v for k, v in settings.items() if k != "listen"})
 
     def raw(self, request: bytes) -> int:
         """Send raw bytes; return the status code of the answer."""
@@ -311,7 +301,7 @@ class LiveServer:
             return int(sock.makefile("rb").readline().split()[1])
 
     def post_login(self, name: str, password: str, **headers: str) -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = self.connect()
         try:
             conn.request("POST", "/login", headers={**basic(name, password), **headers})
             response = conn.getresponse()
@@ -323,10 +313,10 @@ class LiveServer:
 
 @pytest.fixture
 def live(make_app, serve_settings):
-    servers: list[LiveServer] = []
+    servers: list[ServedApp] = []
 
-    def start() -> LiveServer:
-        servers.append(LiveServer(make_app(), serve_settings()))
+    def start() -> ServedApp:
+        servers.append(ServedApp(make_app(), serve_settings()))
         return servers[-1]
 
     yield start
