@@ -27,6 +27,8 @@ MAX_ID = 2**63 - 1
 UNAVAILABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
 
 
+# Both stores raise these two (store_pg.py imports them), so a caller catches
+# one type whichever backend it has.
 class NameTaken(Exception):
     """An account with that name already exists."""
 
@@ -240,13 +242,15 @@ def get_or_create_secret(conn: sqlite3.Connection, name: str, candidate: str) ->
 
 # -- accounts -------------------------------------------------------------------
 
-_ACCOUNT = "SELECT id, public_id, name, admin FROM users"
+# An account as the stores hand it out; store_pg.py uses the same query and shape.
+SELECT_ACCOUNT = "SELECT id, public_id, name, admin FROM users"
 
 
-def _account(row: sqlite3.Row | None) -> dict[str, Any] | None:
+def account_from_row(row: sqlite3.Row | tuple[Any, ...] | None) -> dict[str, Any] | None:
+    """A row of SELECT_ACCOUNT as a dict, or None for no row."""
     if row is None:
         return None
-    return {"id": row["id"], "public_id": row["public_id"], "name": row["name"], "admin": bool(row["admin"])}
+    return {"id": row[0], "public_id": row[1], "name": row[2], "admin": bool(row[3])}
 
 
 def get_token_account(conn: sqlite3.Connection, public_id: str, jti: str) -> tuple[dict[str, Any], float, bool] | None:
@@ -275,7 +279,7 @@ def get_login(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
     ).fetchone()
     if row is None:
         return None
-    account = _account(row)
+    account = account_from_row(row)
     assert account is not None
     account["password_hash"] = row["password_hash"]
     account["tokens_valid_after"] = float(row["tokens_valid_after"])
@@ -284,18 +288,18 @@ def get_login(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
 
 def list_users(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
     """Return accounts in creation order; ``limit`` -1 means all."""
-    rows = conn.execute(_ACCOUNT + " ORDER BY id LIMIT ? OFFSET ?", (limit, offset))
-    return [a for a in map(_account, rows) if a is not None]
+    rows = conn.execute(SELECT_ACCOUNT + " ORDER BY id LIMIT ? OFFSET ?", (limit, offset))
+    return [a for a in map(account_from_row, rows) if a is not None]
 
 
 def get_user(conn: sqlite3.Connection, public_id: str) -> dict[str, Any] | None:
     """Return the account with ``public_id``, or None."""
-    return _account(conn.execute(_ACCOUNT + " WHERE public_id = ?", (public_id,)).fetchone())
+    return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE public_id = ?", (public_id,)).fetchone())
 
 
 def get_user_by_name(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
     """Return the account named ``name``, or None."""
-    return _account(conn.execute(_ACCOUNT + " WHERE name = ?", (name,)).fetchone())
+    return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE name = ?", (name,)).fetchone())
 
 
 def create_user(conn: sqlite3.Connection, public_id: str, name: str, password_hash: str, admin: bool) -> dict[str, Any]:
@@ -342,7 +346,7 @@ def update_user(
                 )
             if admin is not None:
                 conn.execute("UPDATE users SET admin = ? WHERE id = ?", (int(admin), row["id"]))
-            return _account(conn.execute(_ACCOUNT + " WHERE id = ?", (row["id"],)).fetchone())
+            return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE id = ?", (row["id"],)).fetchone())
     except sqlite3.IntegrityError as exc:
         raise NameTaken(name) from exc
 
@@ -424,7 +428,8 @@ def clear_login_failures(conn: sqlite3.Connection, name: str, address: str) -> N
 # -- to-dos -----------------------------------------------------------------------------
 
 
-def _todo(row: sqlite3.Row | tuple[Any, ...] | None) -> dict[str, Any] | None:
+def todo_from_row(row: sqlite3.Row | tuple[Any, ...] | None) -> dict[str, Any] | None:
+    """A row of (id, text, complete) as the API shows a to-do, or None for no row."""
     if row is None:
         return None
     return {"id": row[0], "text": row[1], "complete": bool(row[2])}
@@ -458,7 +463,7 @@ def get_todo(conn: sqlite3.Connection, owner_id: int, todo_id: int) -> dict[str,
     row = conn.execute(
         "SELECT id, text, complete FROM todos WHERE id = ? AND owner_id = ?", (todo_id, owner_id)
     ).fetchone()
-    return _todo(row)
+    return todo_from_row(row)
 
 
 def create_todo(conn: sqlite3.Connection, owner_id: int, text: str) -> dict[str, Any] | None:
@@ -491,7 +496,7 @@ def update_todo(
             " WHERE id = ? AND owner_id = ? RETURNING id, text, complete",
             (text, None if complete is None else int(complete), todo_id, owner_id),
         ).fetchall()
-    return _todo(row[0] if row else None)
+    return todo_from_row(row[0] if row else None)
 
 
 def delete_todo(conn: sqlite3.Connection, owner_id: int, todo_id: int) -> bool:

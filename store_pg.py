@@ -19,8 +19,9 @@ serialization failure from an engine that speaks the protocol and runs
 SERIALIZABLE anyway (CockroachDB does by default), is retried a few times
 by ``_retried``; past that it is a 503.
 
-Needs the ``postgres`` extra (psycopg 3 and psycopg_pool). Must not import
-todo_wsgi, router, or anything web-related.
+Needs the ``postgres`` extra (psycopg 3 and psycopg_pool). Imports from
+``store`` only what both backends share (two error types, two row shapes);
+must not import todo_wsgi, router, or anything web-related.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ import psycopg_pool
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+# The same errors and the same row shapes as the SQLite store, not copies of them.
+from store import SELECT_ACCOUNT, LastAdmin, NameTaken, account_from_row, todo_from_row
+
 BACKEND = "postgresql"
 
 # Ids are BIGINT (BIGSERIAL): a larger id cannot name a row, and psycopg
@@ -49,14 +53,6 @@ MAX_ID = 2**63 - 1
 # down, and (as TransactionRollback) a failure ``_retried`` gave up on;
 # PoolTimeout is no free connection within POOL_TIMEOUT.
 UNAVAILABLE: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
-
-
-class NameTaken(Exception):
-    """An account with that name already exists."""
-
-
-class LastAdmin(Exception):
-    """The change would leave no admin account."""
 
 
 # Each step runs in one transaction together with its schema_version bump,
@@ -319,14 +315,6 @@ def get_or_create_secret(conn: psycopg.Connection[Any], name: str, candidate: st
 
 # -- accounts -------------------------------------------------------------------
 
-_ACCOUNT = "SELECT id, public_id, name, admin FROM users"
-
-
-def _account(row: tuple[Any, ...] | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {"id": row[0], "public_id": row[1], "name": row[2], "admin": bool(row[3])}
-
 
 def _has_nul(*values: str) -> bool:
     # PostgreSQL text cannot hold NUL, so no stored value contains one; psycopg
@@ -366,7 +354,7 @@ def get_login(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None
     ).fetchone()
     if row is None:
         return None
-    account = _account(row)
+    account = account_from_row(row)
     assert account is not None
     account["password_hash"] = row[4]
     account["tokens_valid_after"] = float(row[5])
@@ -376,22 +364,22 @@ def get_login(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None
 def list_users(conn: psycopg.Connection[Any], limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
     """Return accounts in creation order; ``limit`` -1 means all."""
     # LIMIT NULL is LIMIT ALL; PostgreSQL refuses SQLite's -1.
-    rows = conn.execute(_ACCOUNT + " ORDER BY id LIMIT %s OFFSET %s", (_limit(limit), offset))
-    return [a for a in map(_account, rows) if a is not None]
+    rows = conn.execute(SELECT_ACCOUNT + " ORDER BY id LIMIT %s OFFSET %s", (_limit(limit), offset))
+    return [a for a in map(account_from_row, rows) if a is not None]
 
 
 def get_user(conn: psycopg.Connection[Any], public_id: str) -> dict[str, Any] | None:
     """Return the account with ``public_id``, or None."""
     if _has_nul(public_id):
         return None
-    return _account(conn.execute(_ACCOUNT + " WHERE public_id = %s", (public_id,)).fetchone())
+    return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE public_id = %s", (public_id,)).fetchone())
 
 
 def get_user_by_name(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None:
     """Return the account named ``name``, or None."""
     if _has_nul(name):
         return None
-    return _account(conn.execute(_ACCOUNT + " WHERE name = %s", (name,)).fetchone())
+    return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE name = %s", (name,)).fetchone())
 
 
 @_retried
@@ -444,7 +432,7 @@ def update_user(
                 )
             if admin is not None:
                 conn.execute("UPDATE users SET admin = %s WHERE id = %s", (admin, row[0]))
-            return _account(conn.execute(_ACCOUNT + " WHERE id = %s", (row[0],)).fetchone())
+            return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE id = %s", (row[0],)).fetchone())
     except errors.UniqueViolation as exc:
         raise NameTaken(name) from exc
 
@@ -554,12 +542,6 @@ def _key(value: str) -> str:
 # -- to-dos -----------------------------------------------------------------------------
 
 
-def _todo(row: tuple[Any, ...] | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {"id": row[0], "text": row[1], "complete": bool(row[2])}
-
-
 def list_todos(
     conn: psycopg.Connection[Any],
     owner_id: int,
@@ -588,7 +570,7 @@ def get_todo(conn: psycopg.Connection[Any], owner_id: int, todo_id: int) -> dict
     row = conn.execute(
         "SELECT id, text, complete FROM todos WHERE id = %s AND owner_id = %s", (todo_id, owner_id)
     ).fetchone()
-    return _todo(row)
+    return todo_from_row(row)
 
 
 @_retried
@@ -623,7 +605,7 @@ def update_todo(
         " WHERE id = %s AND owner_id = %s RETURNING id, text, complete",
         (text, complete, todo_id, owner_id),
     ).fetchone()
-    return _todo(row)
+    return todo_from_row(row)
 
 
 @_retried
