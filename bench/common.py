@@ -356,6 +356,33 @@ def run_wrk(url: str, script: str, threads: int, connections: int, seconds: floa
     )
 
 
+def comparison_header(label_width: int, left: str, right: str, ratio: str) -> str:
+    """The header of a side-by-side table: two servers' req/s, p50 and p99, and a ratio."""
+    columns = f"{left + ' req/s':>{len(left) + 8}}{'p50 ms':>8}{'p99 ms':>8}"
+    columns += f"{right + ' req/s':>{len(right) + 8}}{'p50 ms':>8}{'p99 ms':>8}"
+    return f"{'scenario':<{label_width}}{columns}{ratio:>{len(ratio) + 2}}"
+
+
+def comparison_row(
+    label: str,
+    label_width: int,
+    names: tuple[str, str, str],
+    left: list[WrkResult],
+    right: list[WrkResult],
+    ratio: float,
+) -> str:
+    """One row under ``comparison_header(label_width, *names)``: medians of each side's runs."""
+
+    def med(results: list[WrkResult], field: str) -> float:
+        return median([getattr(r, field) for r in results])
+
+    left_name, right_name, ratio_name = names
+    row = f"{label:<{label_width}}"
+    for name, results in ((left_name, left), (right_name, right)):
+        row += f"{med(results, 'rps'):>{len(name) + 8}.0f}{med(results, 'p50_ms'):>8.2f}{med(results, 'p99_ms'):>8.2f}"
+    return row + f"{ratio:>{len(ratio_name) + 1}.2f}x"
+
+
 def rss_kb(pid: int) -> int:
     """Resident memory of a process, from /proc/<pid>/status (VmRSS, kB)."""
     with open(f"/proc/{pid}/status") as file:

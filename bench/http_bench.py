@@ -118,10 +118,8 @@ def run(args: argparse.Namespace, seeded: common.Seeded, tmp: str, servers: dict
     def med(key: tuple[str, str], field: str) -> float:
         return common.median([getattr(r, field) for r in results[key]])
 
-    print(
-        f"{'scenario':<28}{'todo req/s':>11}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'ceiling req/s':>15}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}"
-    )
+    columns = ("todo", "ceiling", "ratio")
+    print(common.comparison_header(28, *columns))
     for scenario in chosen:
         if scenario.name == "login":
             continue
@@ -129,12 +127,8 @@ def run(args: argparse.Namespace, seeded: common.Seeded, tmp: str, servers: dict
             if (scenario.name, name) not in results:
                 continue
             label = label_of(scenario.name, name)
-            todo, ceiling = (scenario.name, name), (scenario.name, "ceiling")
-            print(
-                f"{label:<28}{med(todo, 'rps'):>11.0f}{med(todo, 'p50_ms'):>8.2f}{med(todo, 'p99_ms'):>8.2f}"
-                f"{med(ceiling, 'rps'):>15.0f}{med(ceiling, 'p50_ms'):>8.2f}{med(ceiling, 'p99_ms'):>8.2f}"
-                f"{common.median(ratios[label]):>6.2f}x"
-            )
+            todo, ceiling = results[scenario.name, name], results[scenario.name, "ceiling"]
+            print(common.comparison_row(label, 28, columns, todo, ceiling, common.median(ratios[label])))
     if costs:
         print(
             "\nWhat a request cost each server's process (medians; CPU = user + system time of all its threads;"

@@ -182,20 +182,11 @@ def run(args: argparse.Namespace, seeded: dict[str, common.Seeded], tmp: str, se
             pair_ratio.setdefault(name, []).append(pair[name][-1] / alone[name][-1])
         print(f"  round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
-    def med(key: tuple[str, str], field: str) -> float:
-        return common.median([getattr(r, field) for r in side[key]])
-
-    print(
-        f"{'scenario':<10}{'SQLite req/s':>13}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'PostgreSQL req/s':>18}{'p50 ms':>8}{'p99 ms':>8}{'PG/SQLite':>11}"
-    )
+    columns = ("SQLite", "PostgreSQL", "PG/SQLite")
+    print(common.comparison_header(10, *columns))
     for name in names:
-        lite, post = (name, "sqlite"), (name, "postgresql")
-        print(
-            f"{name:<10}{med(lite, 'rps'):>13.0f}{med(lite, 'p50_ms'):>8.2f}{med(lite, 'p99_ms'):>8.2f}"
-            f"{med(post, 'rps'):>18.0f}{med(post, 'p50_ms'):>8.2f}{med(post, 'p99_ms'):>8.2f}"
-            f"{common.median(side_ratio[name]):>10.2f}x"
-        )
+        lite, post = side[name, "sqlite"], side[name, "postgresql"]
+        print(common.comparison_row(name, 10, columns, lite, post, common.median(side_ratio[name])))
     half = args.connections // 2
     print(
         f"\nTwo servers on one PostgreSQL database ({args.threads} threads and a pool of {args.threads} each): "
