@@ -254,6 +254,30 @@ def test_account_routes_without_token_answer_401(client, admin, method, path, bo
     assert response.json == TOKEN_MISSING
 
 
+# Every route but logging in, /healthz and /openapi.json needs a token (API.md, "Authentication").
+OPEN_ROUTES = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"), ("GET", "/openapi.json")}
+
+
+@pytest.mark.parametrize(
+    "method, pattern", [(m, p) for m, p, _ in todo_wsgi.ROUTES if (m, p) not in OPEN_ROUTES], ids=str
+)
+def test_every_route_but_login_and_healthz_answers_401_token_missing_without_a_token(client, user, method, pattern):
+    path = pattern.replace("<int:todo_id>", "1").replace("<public_id>", user["public_id"])
+    # A JSON body: a route that read it before checking the token would answer other than 401.
+    body = {"text": "t", "name": "n", "password": "password-1", "old_password": "x", "new_password": "password-2"}
+    response = client.request(path, method=method, body=json.dumps(body).encode(), content_type="application/json",
+                              status=401)  # fmt: skip
+    assert response.json == TOKEN_MISSING
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_pool_size_sizes_the_postgresql_pool(make_app, database):
+    app = make_app(pool_size=2)
+    assert app.settings.pool_size == 2
+    if database.startswith("postgresql"):
+        assert app.db.pool.max_size == 2
+
+
 def test_list_users_answers_every_account_without_secrets(client, admin, admin_headers, user):
     response = client.get("/user", headers=admin_headers, status=200)
     assert response.json == {
@@ -678,7 +702,7 @@ def test_two_apps_in_one_process_do_not_share_state(make_app, tmp_path):
 def test_defaults_are_those_of_api_md():
     settings = todo_wsgi.Settings.resolve(environ={})
     assert (settings.database, settings.secret_key, settings.token_ttl) == ("todo.db", None, 1800)
-    assert (settings.pbkdf2_iterations, settings.max_body_bytes) == (600_000, 65536)
+    assert (settings.pbkdf2_iterations, settings.max_body_bytes, settings.pool_size) == (600_000, 65536, 4)
 
 
 @pytest.mark.parametrize(
@@ -688,6 +712,7 @@ def test_defaults_are_those_of_api_md():
         ("TODO_PBKDF2_ITERATIONS", "1234", "pbkdf2_iterations", 1234),
         ("TODO_MAX_BODY_BYTES", "100", "max_body_bytes", 100),
         ("TODO_SECRET_KEY", "k" * 32, "secret_key", "k" * 32),
+        ("TODO_POOL_SIZE", "3", "pool_size", 3),
     ],
 )
 def test_settings_are_read_from_environment_variables(make_app, monkeypatch, env, value, setting, expected):

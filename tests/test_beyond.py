@@ -250,3 +250,44 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(make_app, monkey
     with apps[0].db.connection() as conn:
         admins = [u["name"] for u in backend.list_users(conn) if u["admin"]]
     assert admins in (["first"], ["second"])
+
+
+@pytest.fixture
+def admin_changes_fail(app, database):
+    """A trigger that makes any change of an account's admin flag fail, mid-request.
+
+    Dropped again at the end: a PostgreSQL test database is emptied and reused,
+    and emptying it keeps triggers.
+    """
+    postgres = database.startswith("postgresql")
+    with app.db.connection() as conn:
+        if postgres:
+            conn.execute(
+                "CREATE FUNCTION refuse() RETURNS trigger"
+                " AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"
+            )
+            conn.execute("CREATE TRIGGER refuse BEFORE UPDATE OF admin ON users FOR EACH ROW EXECUTE FUNCTION refuse()")
+        else:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE UPDATE OF admin ON users BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+    yield
+    with app.db.connection() as conn:
+        conn.execute("DROP TRIGGER refuse ON users" if postgres else "DROP TRIGGER refuse")
+        if postgres:
+            conn.execute("DROP FUNCTION refuse()")
+
+
+def test_a_request_whose_write_fails_midway_changes_nothing(
+    admin_changes_fail, client, admin_headers, user, user_headers
+):
+    change = {"name": "alicia", "password": "reset-password-1", "admin": True}
+    response = client.patch_json(f"/user/{user['public_id']}", change, headers=admin_headers, expect_errors=True)
+    assert response.status_int >= 400
+    assert client.get(f"/user/{user['public_id']}", headers=admin_headers, status=200).json["user"] == {
+        "public_id": user["public_id"],
+        "name": "alice",
+        "admin": False,
+    }
+    client.get("/me", headers=user_headers, status=200)  # the password cut-off did not move
+    login(client, "alice", USER_PASSWORD)

@@ -51,6 +51,13 @@ def test_create_user_reads_the_password_from_piped_stdin_and_the_account_logs_in
     client.get("/user", headers={"x-access-token": token}, status=403)
 
 
+def test_create_user_reads_one_line_of_stdin_as_the_password(run_command, database, client):
+    result = run_command(database, "create-user", "carol", stdin=PASSWORD + "\r\nsecond line\n")
+    assert result.returncode == 0, result.stderr
+    client.post("/login", headers=basic("carol", PASSWORD), status=200)
+    client.post("/login", headers=basic("carol", PASSWORD + "\nsecond line"), status=401)
+
+
 def test_create_user_admin_flag_makes_an_admin(run_command, database, client):
     result = run_command(database, "create-user", "root", "--admin", stdin=PASSWORD + "\n")
     assert result.returncode == 0, result.stderr
