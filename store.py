@@ -11,6 +11,7 @@ Must not import todo_wsgi, router, or anything web-related.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -253,22 +254,29 @@ def account_from_row(row: sqlite3.Row | tuple[Any, ...] | None) -> dict[str, Any
     return {"id": row[0], "public_id": row[1], "name": row[2], "admin": bool(row[3])}
 
 
+# What a token's check reads: the account, its token cut-off, and whether the
+# token's jti was logged out. Reads of a route's data start with it, so that a
+# request reads the database once (README, "Performance": under waitress each
+# statement costs far more than its SQL).
+SELECT_TOKEN_ACCOUNT = (
+    "SELECT u.id, u.public_id, u.name, u.admin, u.tokens_valid_after,"
+    " EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?)"
+)
+
+
+def token_account_from_row(row: sqlite3.Row | tuple[Any, ...]) -> tuple[dict[str, Any], float, bool]:
+    """The first six columns of a SELECT_TOKEN_ACCOUNT row: (account, tokens_valid_after, jti revoked)."""
+    return account_from_row(row), float(row[4]), bool(row[5])  # type: ignore[return-value]
+
+
 def get_token_account(conn: sqlite3.Connection, public_id: str, jti: str) -> tuple[dict[str, Any], float, bool] | None:
     """Return (account, tokens_valid_after, jti revoked) for a token's claims.
 
     One query per authenticated request: the account's existence and rights
     are read fresh every time, together with the logout deny-list.
     """
-    row = conn.execute(
-        "SELECT id, public_id, name, admin, tokens_valid_after,"
-        " EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) AS revoked"
-        " FROM users WHERE public_id = ?",
-        (jti, public_id),
-    ).fetchone()
-    if row is None:
-        return None
-    account = {"id": row[0], "public_id": row[1], "name": row[2], "admin": bool(row[3])}
-    return account, float(row[4]), bool(row[5])
+    row = conn.execute(SELECT_TOKEN_ACCOUNT + " FROM users u WHERE u.public_id = ?", (jti, public_id)).fetchone()
+    return None if row is None else token_account_from_row(row)
 
 
 def get_login(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
@@ -435,35 +443,49 @@ def todo_from_row(row: sqlite3.Row | tuple[Any, ...] | None) -> dict[str, Any] |
     return {"id": row[0], "text": row[1], "complete": bool(row[2])}
 
 
-def list_todos(
+def token_account_with_todos(
     conn: sqlite3.Connection,
-    owner_id: int,
+    public_id: str,
+    jti: str,
     limit: int = -1,
     offset: int = 0,
     complete: bool | None = None,
-) -> list[dict[str, Any]]:
-    """Return the owner's to-dos in id order, optionally only (in)complete ones."""
-    if complete is None:
-        rows = conn.execute(
-            "SELECT id, text, complete FROM todos WHERE owner_id = ? ORDER BY id LIMIT ? OFFSET ?",
-            (owner_id, limit, offset),
-        )
-    else:
-        rows = conn.execute(
-            "SELECT id, text, complete FROM todos WHERE owner_id = ? AND complete = ? ORDER BY id LIMIT ? OFFSET ?",
-            (owner_id, int(complete), limit, offset),
-        )
-    return [{"id": r[0], "text": r[1], "complete": bool(r[2])} for r in rows]
+) -> tuple[tuple[dict[str, Any], float, bool] | None, list[dict[str, Any]]]:
+    """get_token_account's answer and that account's to-dos in id order, in one statement.
 
-
-def get_todo(conn: sqlite3.Connection, owner_id: int, todo_id: int) -> dict[str, Any] | None:
-    """Return the owner's to-do ``todo_id``, or None (also for another's)."""
-    if todo_id > MAX_ID:
-        return None
+    The to-dos are a page (``limit``, ``offset``), optionally only (in)complete
+    ones; no account, no to-dos. The caller checks the token before it shows
+    any of them.
+    """
+    only = "" if complete is None else " AND complete = ?"
+    # One row however long the page: the to-dos come as one JSON array of
+    # [id, text, complete] (json_array keeps every value's type and text exact).
     row = conn.execute(
-        "SELECT id, text, complete FROM todos WHERE id = ? AND owner_id = ?", (todo_id, owner_id)
+        SELECT_TOKEN_ACCOUNT + ", (SELECT json_group_array(json_array(id, text, complete)) FROM"
+        " (SELECT id, text, complete FROM todos WHERE owner_id = u.id" + only + " ORDER BY id LIMIT ? OFFSET ?))"
+        " FROM users u WHERE u.public_id = ?",
+        (jti, *(() if complete is None else (int(complete),)), limit, offset, public_id),
     ).fetchone()
-    return todo_from_row(row)
+    if row is None:
+        return None, []
+    # SQLite (before 3.44) promises no order for an aggregate's input: sort here.
+    todos = sorted(json.loads(row[6]))
+    return token_account_from_row(row), [{"id": i, "text": t, "complete": bool(c)} for i, t, c in todos]
+
+
+def token_account_with_todo(
+    conn: sqlite3.Connection, public_id: str, jti: str, todo_id: int
+) -> tuple[tuple[dict[str, Any], float, bool] | None, dict[str, Any] | None]:
+    """get_token_account's answer and that account's to-do ``todo_id`` (None if it has none such), in one statement."""
+    row = conn.execute(
+        SELECT_TOKEN_ACCOUNT + ", t.id, t.text, t.complete"
+        " FROM users u LEFT JOIN todos t ON t.id = ? AND t.owner_id = u.id WHERE u.public_id = ?",
+        # An id past 64 bits names no row (sqlite3 cannot bind it): NULL matches none.
+        (jti, todo_id if todo_id <= MAX_ID else None, public_id),
+    ).fetchone()
+    if row is None:
+        return None, None
+    return token_account_from_row(row), None if row[6] is None else todo_from_row(row[6:])
 
 
 def create_todo(conn: sqlite3.Connection, owner_id: int, text: str) -> dict[str, Any] | None:

@@ -39,7 +39,11 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 # The same errors and the same row shapes as the SQLite store, not copies of them.
-from store import SELECT_ACCOUNT, LastAdmin, NameTaken, account_from_row, todo_from_row
+from store import SELECT_ACCOUNT, LastAdmin, NameTaken, account_from_row, todo_from_row, token_account_from_row
+from store import SELECT_TOKEN_ACCOUNT as _SELECT_TOKEN_ACCOUNT_QMARK
+
+# The token check's columns, with psycopg's placeholder.
+SELECT_TOKEN_ACCOUNT = _SELECT_TOKEN_ACCOUNT_QMARK.replace("?", "%s")
 
 BACKEND = "postgresql"
 
@@ -332,16 +336,8 @@ def get_token_account(
     """
     if _has_nul(public_id, jti):
         return None
-    row = conn.execute(
-        "SELECT id, public_id, name, admin, tokens_valid_after,"
-        " EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = %s) AS revoked"
-        " FROM users WHERE public_id = %s",
-        (jti, public_id),
-    ).fetchone()
-    if row is None:
-        return None
-    account = {"id": row[0], "public_id": row[1], "name": row[2], "admin": bool(row[3])}
-    return account, float(row[4]), bool(row[5])
+    row = conn.execute(SELECT_TOKEN_ACCOUNT + " FROM users u WHERE u.public_id = %s", (jti, public_id)).fetchone()
+    return None if row is None else token_account_from_row(row)
 
 
 def get_login(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None:
@@ -542,35 +538,53 @@ def _key(value: str) -> str:
 # -- to-dos -----------------------------------------------------------------------------
 
 
-def list_todos(
+def token_account_with_todos(
     conn: psycopg.Connection[Any],
-    owner_id: int,
+    public_id: str,
+    jti: str,
     limit: int = -1,
     offset: int = 0,
     complete: bool | None = None,
-) -> list[dict[str, Any]]:
-    """Return the owner's to-dos in id order, optionally only (in)complete ones."""
-    if complete is None:
-        rows = conn.execute(
-            "SELECT id, text, complete FROM todos WHERE owner_id = %s ORDER BY id LIMIT %s OFFSET %s",
-            (owner_id, _limit(limit), offset),
-        )
-    else:
-        rows = conn.execute(
-            "SELECT id, text, complete FROM todos WHERE owner_id = %s AND complete = %s ORDER BY id LIMIT %s OFFSET %s",
-            (owner_id, complete, _limit(limit), offset),
-        )
-    return [{"id": r[0], "text": r[1], "complete": bool(r[2])} for r in rows]
+) -> tuple[tuple[dict[str, Any], float, bool] | None, list[dict[str, Any]]]:
+    """get_token_account's answer and that account's to-dos in id order, in one statement.
 
-
-def get_todo(conn: psycopg.Connection[Any], owner_id: int, todo_id: int) -> dict[str, Any] | None:
-    """Return the owner's to-do ``todo_id``, or None (also for another's)."""
-    if todo_id > MAX_ID:
-        return None
+    The to-dos are a page (``limit``, ``offset``), optionally only (in)complete
+    ones; no account, no to-dos. The caller checks the token before it shows
+    any of them.
+    """
+    if _has_nul(public_id, jti):
+        return None, []
+    only = "" if complete is None else " AND complete = %s"
+    # One row however long the page: the to-dos come as one JSON array of
+    # [id, text, complete], which psycopg hands over as Python lists.
     row = conn.execute(
-        "SELECT id, text, complete FROM todos WHERE id = %s AND owner_id = %s", (todo_id, owner_id)
+        SELECT_TOKEN_ACCOUNT + ", (SELECT coalesce(json_agg(json_build_array(id, text, complete) ORDER BY id), '[]')"
+        " FROM (SELECT id, text, complete FROM todos WHERE owner_id = u.id"
+        + only
+        + " ORDER BY id LIMIT %s OFFSET %s) AS page)"
+        " FROM users u WHERE u.public_id = %s",
+        (jti, *(() if complete is None else (complete,)), _limit(limit), offset, public_id),
     ).fetchone()
-    return todo_from_row(row)
+    if row is None:
+        return None, []
+    return token_account_from_row(row), [{"id": i, "text": t, "complete": bool(c)} for i, t, c in row[6]]
+
+
+def token_account_with_todo(
+    conn: psycopg.Connection[Any], public_id: str, jti: str, todo_id: int
+) -> tuple[tuple[dict[str, Any], float, bool] | None, dict[str, Any] | None]:
+    """get_token_account's answer and that account's to-do ``todo_id`` (None if it has none such), in one statement."""
+    if _has_nul(public_id, jti):
+        return None, None
+    row = conn.execute(
+        SELECT_TOKEN_ACCOUNT + ", t.id, t.text, t.complete"
+        " FROM users u LEFT JOIN todos t ON t.id = %s AND t.owner_id = u.id WHERE u.public_id = %s",
+        # An id past 64 bits names no row (bigint cannot hold it): NULL matches none.
+        (jti, todo_id if todo_id <= MAX_ID else None, public_id),
+    ).fetchone()
+    if row is None:
+        return None, None
+    return token_account_from_row(row), None if row[6] is None else todo_from_row(row[6:])
 
 
 @_retried

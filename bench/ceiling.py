@@ -35,14 +35,15 @@ def make_ceiling(body: bytes = DEFAULT_BODY) -> Callable[[dict[str, Any], Callab
 def make_floor(
     database: str, public_id: str, body: bytes = DEFAULT_BODY
 ) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
-    """The ceiling plus the SQLite reads todo-wsgi cannot skip, and nothing else.
+    """The ceiling plus the SQLite read todo-wsgi cannot skip, and nothing else.
 
-    For ``GET /todo`` the account check and the page of to-dos, for
-    ``GET /todo/<id>`` the account check and the to-do: the same ``store.py``
-    calls todo-wsgi makes, on one connection per waitress thread, with none of
-    its Python around them (no routing, token, JSON or log). Served like the
-    ceiling, it shows what any app that reads the database on every request,
-    as API.md requires, can reach on this server and machine.
+    For ``GET /todo`` the account check with the page of to-dos, for
+    ``GET /todo/<id>`` the account check with the to-do: the same ``store.py``
+    call (one statement) todo-wsgi makes, on one connection per waitress
+    thread, with none of its Python around it (no routing, token, JSON or
+    log). Served like the ceiling, it shows what any app that reads the
+    database on every request, as API.md requires, can reach on this server
+    and machine.
     """
     import store
 
@@ -50,15 +51,13 @@ def make_floor(
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
 
     def floor(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
         with database_handle.connection() as conn:
-            found = store.get_token_account(conn, public_id, "-")
-            assert found is not None, "the floor's account is missing"
-            owner_id = found[0]["id"]
-            path = environ.get("PATH_INFO", "")
             if path.startswith("/todo/"):
-                store.get_todo(conn, owner_id, int(path.rsplit("/", 1)[1]))
+                found, _ = store.token_account_with_todo(conn, public_id, "-", int(path.rsplit("/", 1)[1]))
             else:
-                store.list_todos(conn, owner_id, 101, 0)
+                found, _ = store.token_account_with_todos(conn, public_id, "-", 101, 0)
+        assert found is not None, "the floor's account is missing"
         start_response("200 OK", headers)
         return [body]
 

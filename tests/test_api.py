@@ -592,7 +592,7 @@ def test_unexpected_failure_answers_500_json_with_traceback_in_the_log_only(
     def broken(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(app.store, "list_todos", broken)
+    monkeypatch.setattr(app.store, "token_account_with_todos", broken)
     with caplog.at_level(logging.ERROR, logger="todo_wsgi"):
         response = client.get("/todo", headers=user_headers, status=500)
     assert response.json == JSON_ERROR

@@ -24,12 +24,14 @@ MAX_ID = 2**63 - 1
         "line\u2028separator and \ufeff byte order mark and \uffff noncharacter",
         "𝄞" * 500,
         "'; DROP TABLE todos; -- \\ %s $1 ?",
+        "".join(map(chr, range(1, 32))) + '\x7f"\\/ and [1, "json"]',
     ],
-    ids=["astral", "combining", "bidi", "separators", "500-astral", "sql-looking"],
+    ids=["astral", "combining", "bidi", "separators", "500-astral", "sql-looking", "controls-and-escapes"],
 )
 def test_any_text_but_nul_is_stored_and_returned_exactly(client, user_headers, text):
     created = client.post_json("/todo", {"text": text}, headers=user_headers, status=201).json["todo"]
     assert client.get(f"/todo/{created['id']}", headers=user_headers, status=200).json["todo"]["text"] == text
+    assert client.get("/todo", headers=user_headers, status=200).json["todos"] == [created]
     patched = client.patch_json(f"/todo/{created['id']}", {"text": text[::-1]}, headers=user_headers, status=200)
     assert patched.json["todo"]["text"] == text[::-1]
 
@@ -90,3 +92,10 @@ def test_the_schema_version_is_the_same_on_both_backends(app):
 
     with app.db.connection() as conn:
         assert app.store.schema_version(conn) == app.store.SCHEMA_VERSION == store.SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("path", ["/todo", "/todo/1", "/me"])
+def test_a_signed_token_whose_public_id_holds_nul_is_invalid(client, app, path):
+    token = todo_wsgi.issue_token(app, "abc\x00def")
+    response = client.get(path, headers={"x-access-token": token}, status=401)
+    assert response.json == {"message": "Token is invalid!"}

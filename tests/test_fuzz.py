@@ -232,10 +232,9 @@ def replenish(world: dict[str, Any]) -> None:
             world["user"] = add_account(app, f"alice-{uuid.uuid4().hex[:8]}", "alice-password-1")
         app.store.update_user(conn, world["admin"]["public_id"], admin=True)
         for who in ("admin", "user"):
-            owner = app.store.get_user(conn, world[who]["public_id"])
-            owner_id = app.store.get_token_account(conn, owner["public_id"], "-")[0]["id"]
-            while len(app.store.list_todos(conn, owner_id)) < 3:
-                app.store.create_todo(conn, owner_id, f"{who}'s")
+            found, todos = app.store.token_account_with_todos(conn, world[who]["public_id"], "-")
+            for _ in range(3 - len(todos)):
+                app.store.create_todo(conn, found[0]["id"], f"{who}'s")
 
 
 # -- the property ------------------------------------------------------------------

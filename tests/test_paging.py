@@ -218,3 +218,10 @@ def test_following_user_links_walks_every_account_exactly_once(client, app, admi
 def test_user_list_refuses_a_bad_paging_value_naming_the_parameter(client, admin_headers, query, name):
     response = client.get(f"/user?{query}", headers=admin_headers, status=400)
     assert f"'{name}'" in response.json["message"]
+
+
+def test_todo_list_answers_a_refused_token_401_before_a_bad_paging_value(client, app, user, user_headers):
+    client.post("/logout", headers=user_headers, status=200)
+    response = client.get("/todo?limit=0", headers=user_headers, status=401)
+    assert response.json == {"message": "Token is invalid!"}
+    client.get("/todo?limit=0", status=401)  # no token at all

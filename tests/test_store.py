@@ -27,6 +27,16 @@ def new_user(conn, name, admin=False):
     return store.get_user_by_name(conn, name)
 
 
+def todos_of(conn, account, **page):
+    """The account's to-dos as the list route reads them."""
+    return store.token_account_with_todos(conn, account["public_id"], "-", **page)[1]
+
+
+def todo_of(conn, account, todo_id):
+    """The account's to-do ``todo_id`` as the get route reads it."""
+    return store.token_account_with_todo(conn, account["public_id"], "-", todo_id)[1]
+
+
 def pragma(conn, name):
     return conn.execute(f"PRAGMA {name}").fetchone()[0]
 
@@ -62,7 +72,7 @@ def test_deleting_an_account_deletes_its_todos(conn):
     kept = store.create_todo(conn, bob["id"], "bob's")
     assert store.delete_user(conn, alice["public_id"]) is True
     assert conn.execute("SELECT count(*) FROM todos WHERE owner_id = ?", (alice["id"],)).fetchone()[0] == 0
-    assert store.list_todos(conn, bob["id"]) == [kept]
+    assert todos_of(conn, bob) == [kept]
 
 
 def test_names_are_unique(conn):
@@ -112,7 +122,7 @@ def test_update_todo_of_another_owner_does_nothing(conn):
     bob = new_user(conn, "bob")
     todo = store.create_todo(conn, alice["id"], "alice's")
     assert store.update_todo(conn, bob["id"], todo["id"], text="mine now", complete=True) is None
-    assert store.get_todo(conn, alice["id"], todo["id"]) == todo
+    assert todo_of(conn, alice, todo["id"]) == todo
 
 
 def test_delete_todo_of_another_owner_does_nothing(conn):
@@ -120,20 +130,20 @@ def test_delete_todo_of_another_owner_does_nothing(conn):
     bob = new_user(conn, "bob")
     todo = store.create_todo(conn, alice["id"], "alice's")
     assert store.delete_todo(conn, bob["id"], todo["id"]) is False
-    assert store.get_todo(conn, alice["id"], todo["id"]) == todo
+    assert todo_of(conn, alice, todo["id"]) == todo
 
 
 def test_get_todo_of_another_owner_is_none(conn):
     alice = new_user(conn, "alice")
     bob = new_user(conn, "bob")
     todo = store.create_todo(conn, alice["id"], "alice's")
-    assert store.get_todo(conn, bob["id"], todo["id"]) is None
+    assert todo_of(conn, bob, todo["id"]) is None
 
 
 def test_id_beyond_64_bits_finds_nothing(conn):
     alice = new_user(conn, "alice")
     huge = 2**63
-    assert store.get_todo(conn, alice["id"], huge) is None
+    assert todo_of(conn, alice, huge) is None
     assert store.update_todo(conn, alice["id"], huge, complete=True) is None
     assert store.delete_todo(conn, alice["id"], huge) is False
 
@@ -142,7 +152,7 @@ def test_todos_are_listed_in_id_order(conn):
     alice = new_user(conn, "alice")
     created = [store.create_todo(conn, alice["id"], f"todo {n}") for n in range(5)]
     store.delete_todo(conn, alice["id"], created[1]["id"])
-    listed = store.list_todos(conn, alice["id"])
+    listed = todos_of(conn, alice)
     assert [t["id"] for t in listed] == sorted(t["id"] for t in created if t is not created[1])
 
 
@@ -152,7 +162,7 @@ def test_transaction_rolls_back_on_exception(conn):
         with store.transaction(conn):
             conn.execute("INSERT INTO todos (owner_id, text) VALUES (?, ?)", (alice["id"], "lost"))
             raise RuntimeError("boom")
-    assert store.list_todos(conn, alice["id"]) == []
+    assert todos_of(conn, alice) == []
     assert not conn.in_transaction
 
 
@@ -214,3 +224,84 @@ def test_accounts_never_carry_the_hash_except_get_login(conn):
 
 def test_ping_answers_on_a_working_database(conn):
     assert store.ping(conn) is None
+
+
+def statements_of(conn, read):
+    """The SQL statements that ``read()`` runs on ``conn``, and its answer."""
+    seen = []
+    conn.set_trace_callback(seen.append)
+    try:
+        answer = read()
+    finally:
+        conn.set_trace_callback(None)
+    return seen, answer
+
+
+def test_the_token_check_and_a_page_of_todos_are_one_statement(conn):
+    alice = new_user(conn, "alice")
+    created = [store.create_todo(conn, alice["id"], f"todo {n}") for n in range(3)]
+    seen, (found, todos) = statements_of(conn, lambda: store.token_account_with_todos(conn, alice["public_id"], "jti"))
+    assert len(seen) == 1
+    assert found == store.get_token_account(conn, alice["public_id"], "jti")
+    assert todos == created
+
+
+def test_the_token_check_and_one_todo_are_one_statement(conn):
+    alice = new_user(conn, "alice")
+    todo = store.create_todo(conn, alice["id"], "one")
+    seen, (found, got) = statements_of(
+        conn, lambda: store.token_account_with_todo(conn, alice["public_id"], "jti", todo["id"])
+    )
+    assert len(seen) == 1
+    assert found == store.get_token_account(conn, alice["public_id"], "jti")
+    assert got == todo
+
+
+def test_no_account_reads_no_todos(conn):
+    alice = new_user(conn, "alice")
+    todo = store.create_todo(conn, alice["id"], "alice's")
+    assert store.token_account_with_todos(conn, "no-such-id", "jti") == (None, [])
+    assert store.token_account_with_todo(conn, "no-such-id", "jti", todo["id"]) == (None, None)
+
+
+def test_the_token_check_read_with_data_sees_a_logout_and_a_password_change(conn):
+    alice = new_user(conn, "alice")
+    todo = store.create_todo(conn, alice["id"], "one")
+    store.revoke_token(conn, "logged-out", 2e9, 1e9)
+    store.update_user(conn, alice["public_id"], password_hash="pbkdf2_sha256$1$eA==$eQ==", now=1234.5)
+    for found, _ in (
+        store.token_account_with_todos(conn, alice["public_id"], "logged-out"),
+        store.token_account_with_todo(conn, alice["public_id"], "logged-out", todo["id"]),
+    ):
+        assert found[1:] == (1234.5, True)
+    assert store.token_account_with_todos(conn, alice["public_id"], "other")[0][2] is False
+
+
+def test_a_page_of_todos_follows_limit_offset_and_complete(conn):
+    alice = new_user(conn, "alice")
+    created = [store.create_todo(conn, alice["id"], f"todo {n}") for n in range(6)]
+    for todo in created[::2]:
+        store.update_todo(conn, alice["id"], todo["id"], complete=True)
+    done = [{**t, "complete": True} for t in created[::2]]
+    assert [t["id"] for t in todos_of(conn, alice, limit=2, offset=1)] == [t["id"] for t in created[1:3]]
+    assert todos_of(conn, alice, complete=True) == done
+    assert todos_of(conn, alice, complete=True, limit=1, offset=1) == done[1:2]
+    assert todos_of(conn, alice, complete=False) == created[1::2]
+    assert todos_of(conn, alice, offset=6) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "".join(map(chr, range(1, 32))) + '\x7f"\\/',
+        "🦆 astral 𝄞, e\u0301, \u202e, \u2028\u2029, \ufeff\uffff",
+        '["not", "json"]',
+        "x" * 500,
+    ],
+    ids=["controls-and-escapes", "unicode", "json-looking", "long"],
+)
+def test_text_read_with_the_token_check_is_exactly_what_was_stored(conn, text):
+    alice = new_user(conn, "alice")
+    todo = store.create_todo(conn, alice["id"], text)
+    assert todos_of(conn, alice) == [todo]
+    assert todo_of(conn, alice, todo["id"])["text"] == text
