@@ -10,6 +10,7 @@ deployed; ``--no-access-log`` turns it off to show what the line costs.
     python bench/serve.py todo --threads 4       # settings from TODO_* variables
     python bench/serve.py ceiling --threads 4 --body-file FILE
     python bench/serve.py floor --threads 4 --body-file FILE --public-id ID   # TODO_DATABASE
+    python bench/serve.py first-cut --threads 4     # TODO_DATABASE, TODO_SECRET_KEY
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import waitress
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("app", choices=["todo", "ceiling", "floor"])
+    parser.add_argument("app", choices=["todo", "ceiling", "floor", "first-cut"])
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--body-file", help="the ceiling's body (default: a 3-item list)")
     parser.add_argument("--public-id", help="the floor's account (its reads are this account's)")
@@ -44,6 +45,8 @@ def main() -> int:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     if args.app == "todo":
         app = todo_wsgi.create_app()
+    elif args.app == "first-cut":
+        app = ceiling.make_first_cut(os.environ["TODO_DATABASE"], os.environ["TODO_SECRET_KEY"])
     else:
         body = ceiling.DEFAULT_BODY
         if args.body_file:

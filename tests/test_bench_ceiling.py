@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from wsgiref.validate import validator
 
+import jwt
 import pytest
 from webtest import TestApp
 
@@ -33,3 +35,19 @@ def test_the_floor_answers_the_ceilings_body_after_reading_the_account_from_the_
         app.store.delete_user(conn, user["public_id"])
     with pytest.raises(AssertionError, match="the floor's account is missing"):
         floor.get("/todo")
+
+
+@pytest.mark.sqlite_only  # the first cut reads SQLite, as the issue's did
+def test_the_first_cut_answers_what_todo_wsgi_answers_for_a_list_and_a_get(database, app, client, user, user_headers):
+    for text in common.TEXTS:
+        client.post_json("/todo", {"text": text}, headers=user_headers, status=201)
+    first_cut = TestApp(validator(ceiling.make_first_cut(database, app.secret_key)))
+    # PyJWT checks exp and iat on the real clock, not the tests' settable one.
+    now = time.time()
+    claims = {"public_id": user["public_id"], "iat": now, "exp": now + 60, "jti": "first-cut"}
+    headers = {"x-access-token": jwt.encode(claims, app.secret_key, algorithm="HS256")}
+    listed = client.get("/todo", headers=user_headers, status=200).json
+    assert first_cut.get("/todo", headers=headers, status=200).json == listed
+    one = listed["todos"][1]
+    assert first_cut.get(f"/todo/{one['id']}", headers=headers, status=200).json == {"todo": one}
+    first_cut.get("/todo", headers={"x-access-token": "forged"}, status=401)
