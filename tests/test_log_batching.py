@@ -48,6 +48,36 @@ def test_batched_handler_writes_warnings_at_once_after_the_waiting_lines(batched
     assert stream.getvalue() == "INFO before\nERROR boom\n"
 
 
+class CountingFormatter(logging.Formatter):
+    """A formatter that counts its calls."""
+
+    calls = 0
+
+    def format(self, record):
+        self.calls += 1
+        return super().format(record)
+
+
+def test_batched_handler_formats_a_plain_record_only_when_it_writes_the_batch(batched):
+    handler, stream = batched
+    handler.setFormatter(formatter := CountingFormatter("%(message)s"))
+    handler.handle(logging.LogRecord("todo_wsgi.access", logging.INFO, __file__, 0, "%s %d", ("GET", 200), None))
+    assert formatter.calls == 0
+    handler.flush()
+    assert (formatter.calls, stream.getvalue()) == (1, "GET 200\n")
+
+
+def test_batched_handler_logs_an_argument_that_can_change_as_it_was_when_logged(batched):
+    handler, stream = batched
+    handler.setFormatter(formatter := CountingFormatter("%(message)s"))
+    changing = ["before"]
+    handler.handle(logging.LogRecord("other", logging.INFO, __file__, 0, "saw %s", (changing,), None))
+    assert formatter.calls == 1
+    changing[0] = "after"
+    handler.flush()
+    assert stream.getvalue() == "saw ['before']\n"
+
+
 def test_batched_handler_writes_what_is_left_on_close():
     stream = io.StringIO()
     handler = todo_wsgi.BatchedStreamHandler(stream, interval=3600)
