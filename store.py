@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 BACKEND = "sqlite"
 
@@ -112,6 +112,7 @@ class Database:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         with self.connection() as conn:
+            require_json(conn)
             migrate(conn)
 
     def connection(self) -> contextlib.nullcontext[sqlite3.Connection]:
@@ -161,6 +162,20 @@ def connect(path: str) -> sqlite3.Connection:
     # nothing committed, a power cut may lose the last commits (README).
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
+
+
+def require_json(conn: sqlite3.Connection) -> None:
+    """Refuse, at start, an SQLite without its JSON functions (built in since 3.38).
+
+    The list read (token_account_with_todos) needs json_group_array; without
+    this check such a build would answer every GET /todo with an error.
+    """
+    try:
+        conn.execute("SELECT json_array()").fetchone()
+    except sqlite3.OperationalError:
+        raise RuntimeError(
+            f"SQLite {sqlite3.sqlite_version} lacks its JSON functions; todo-wsgi needs 3.38 or later"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -254,23 +269,30 @@ def account_from_row(row: sqlite3.Row | tuple[Any, ...] | None) -> dict[str, Any
     return {"id": row[0], "public_id": row[1], "name": row[2], "admin": bool(row[3])}
 
 
-# What a token's check reads: the account, its token cut-off, and whether the
-# token's jti was logged out. Reads of a route's data start with it, so that a
-# request reads the database once (README, "Performance": under waitress each
-# statement costs far more than its SQL).
+class TokenAccount(NamedTuple):
+    """What a token's check reads of the database about the token's account."""
+
+    account: dict[str, Any]
+    tokens_valid_after: float  # tokens issued before this (a password change) are refused
+    revoked: bool  # the token's jti was logged out
+
+
+# The columns of a TokenAccount. Reads of a route's data start with them, so
+# that a request reads the database once (README, "Performance": under
+# waitress each statement costs far more than its SQL).
 SELECT_TOKEN_ACCOUNT = (
     "SELECT u.id, u.public_id, u.name, u.admin, u.tokens_valid_after,"
     " EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?)"
 )
 
 
-def token_account_from_row(row: sqlite3.Row | tuple[Any, ...]) -> tuple[dict[str, Any], float, bool]:
-    """The first six columns of a SELECT_TOKEN_ACCOUNT row: (account, tokens_valid_after, jti revoked)."""
-    return account_from_row(row), float(row[4]), bool(row[5])  # type: ignore[return-value]
+def token_account_from_row(row: sqlite3.Row | tuple[Any, ...]) -> TokenAccount:
+    """The first six columns of a SELECT_TOKEN_ACCOUNT row."""
+    return TokenAccount(account_from_row(row), float(row[4]), bool(row[5]))  # type: ignore[arg-type]
 
 
-def get_token_account(conn: sqlite3.Connection, public_id: str, jti: str) -> tuple[dict[str, Any], float, bool] | None:
-    """Return (account, tokens_valid_after, jti revoked) for a token's claims.
+def get_token_account(conn: sqlite3.Connection, public_id: str, jti: str) -> TokenAccount | None:
+    """Return the TokenAccount (account, tokens_valid_after, jti revoked) for a token's claims.
 
     One query per authenticated request: the account's existence and rights
     are read fresh every time, together with the logout deny-list.
@@ -450,7 +472,7 @@ def token_account_with_todos(
     limit: int = -1,
     offset: int = 0,
     complete: bool | None = None,
-) -> tuple[tuple[dict[str, Any], float, bool] | None, list[dict[str, Any]]]:
+) -> tuple[TokenAccount | None, list[dict[str, Any]]]:
     """get_token_account's answer and that account's to-dos in id order, in one statement.
 
     The to-dos are a page (``limit``, ``offset``), optionally only (in)complete
@@ -475,7 +497,7 @@ def token_account_with_todos(
 
 def token_account_with_todo(
     conn: sqlite3.Connection, public_id: str, jti: str, todo_id: int
-) -> tuple[tuple[dict[str, Any], float, bool] | None, dict[str, Any] | None]:
+) -> tuple[TokenAccount | None, dict[str, Any] | None]:
     """get_token_account's answer and that account's to-do ``todo_id`` (None if it has none such), in one statement."""
     row = conn.execute(
         SELECT_TOKEN_ACCOUNT + ", t.id, t.text, t.complete"

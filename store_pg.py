@@ -39,10 +39,20 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 # The same errors and the same row shapes as the SQLite store, not copies of them.
-from store import SELECT_ACCOUNT, LastAdmin, NameTaken, account_from_row, todo_from_row, token_account_from_row
+from store import (
+    SELECT_ACCOUNT,
+    LastAdmin,
+    NameTaken,
+    TokenAccount,
+    account_from_row,
+    todo_from_row,
+    token_account_from_row,
+)
 from store import SELECT_TOKEN_ACCOUNT as _SELECT_TOKEN_ACCOUNT_QMARK
 
-# The token check's columns, with psycopg's placeholder.
+# The token check's columns, with psycopg's placeholder: a plain swap, sound
+# only while the shared text holds no other "?" and no "%" (checked here).
+assert _SELECT_TOKEN_ACCOUNT_QMARK.count("?") == 1 and "%" not in _SELECT_TOKEN_ACCOUNT_QMARK
 SELECT_TOKEN_ACCOUNT = _SELECT_TOKEN_ACCOUNT_QMARK.replace("?", "%s")
 
 BACKEND = "postgresql"
@@ -326,10 +336,8 @@ def _has_nul(*values: str) -> bool:
     return any("\x00" in value for value in values)
 
 
-def get_token_account(
-    conn: psycopg.Connection[Any], public_id: str, jti: str
-) -> tuple[dict[str, Any], float, bool] | None:
-    """Return (account, tokens_valid_after, jti revoked) for a token's claims.
+def get_token_account(conn: psycopg.Connection[Any], public_id: str, jti: str) -> TokenAccount | None:
+    """Return the TokenAccount (account, tokens_valid_after, jti revoked) for a token's claims.
 
     One query per authenticated request: the account's existence and rights
     are read fresh every time, together with the logout deny-list.
@@ -545,7 +553,7 @@ def token_account_with_todos(
     limit: int = -1,
     offset: int = 0,
     complete: bool | None = None,
-) -> tuple[tuple[dict[str, Any], float, bool] | None, list[dict[str, Any]]]:
+) -> tuple[TokenAccount | None, list[dict[str, Any]]]:
     """get_token_account's answer and that account's to-dos in id order, in one statement.
 
     The to-dos are a page (``limit``, ``offset``), optionally only (in)complete
@@ -572,7 +580,7 @@ def token_account_with_todos(
 
 def token_account_with_todo(
     conn: psycopg.Connection[Any], public_id: str, jti: str, todo_id: int
-) -> tuple[tuple[dict[str, Any], float, bool] | None, dict[str, Any] | None]:
+) -> tuple[TokenAccount | None, dict[str, Any] | None]:
     """get_token_account's answer and that account's to-do ``todo_id`` (None if it has none such), in one statement."""
     if _has_nul(public_id, jti):
         return None, None

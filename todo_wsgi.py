@@ -561,9 +561,7 @@ def token_claims(req: Request) -> dict[str, Any]:
     return decode_token(req.app, token)
 
 
-def accept_account(
-    req: Request, claims: dict[str, Any], found: tuple[dict[str, Any], float, bool] | None
-) -> dict[str, Any]:
+def accept_account(req: Request, claims: dict[str, Any], found: store.TokenAccount | None) -> dict[str, Any]:
     """The signed-in account, if the database (``found``, as get_token_account
     reads it) still accepts the token: the account exists, the token was not
     logged out, and it was issued after the password's last change. Else 401."""
@@ -849,7 +847,8 @@ def change_my_password(req: Request) -> Result:
 def list_todos(req: Request) -> Result:
     """The account's own to-dos in id order, a page at a time."""
     # The account and the page come in one read (store.token_account_with_todos);
-    # none of the page is shown unless accept_account passes the token.
+    # none of the page is shown unless accept_account passes the token. (So a
+    # refused token's request reads a page before its 401, as a valid one does.)
     claims = token_claims(req)
     try:
         limit, offset, complete = page(req, with_complete=True)
@@ -1004,7 +1003,11 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     server every µs on a request's thread costs several), but only for a
     record that will read the same later: a text message whose arguments are
     numbers, text or None, with no exception. Any other is formatted at once,
-    so a line always says what it said when it was logged.
+    so a line always says what it said when it was logged. (This assumes, as
+    logging's own QueueHandler does, that no filter or handler changes a
+    record after handling it. A record that fails to format late is reported
+    by handleError from the flushing thread; its "Logged from" line still
+    names where it was logged.)
     """
 
     def __init__(self, stream: Any = None, interval: float = 0.2, batch: int = 512) -> None:
@@ -1017,9 +1020,12 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record, or its line if it could change (``handle`` holds the lock); flush if due."""
-        self._pending.append(record if _reads_the_same_later(record) else self._line(record))
-        if record.levelno > logging.INFO or len(self._pending) >= self.batch:
-            self.flush()
+        try:
+            self._pending.append(record if _reads_the_same_later(record) else self._line(record))
+            if record.levelno > logging.INFO or len(self._pending) >= self.batch:
+                self.flush()
+        except Exception:
+            self.handleError(record)
 
     def flush(self) -> None:
         """Format what waits, write it in one call, then flush the stream."""
@@ -1031,6 +1037,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.stream.flush()
 
     def _line(self, record: logging.LogRecord) -> str:
+        """The record's line; "" if it cannot be formatted (reported, as logging does)."""
         try:
             return self.format(record) + self.terminator
         except Exception:
@@ -1069,8 +1076,8 @@ def configure_logging(stream: Any = None) -> BatchedStreamHandler:
     """Log INFO and above to ``stream`` (standard error) in ``LOG_FORMAT``, batched.
 
     What ``python -m todo_wsgi serve`` (and the HTTP benchmark) runs with: the
-    access log costs a formatted line in memory per request, and the lines
-    reach the stream within a fifth of a second. The caller closes the
+    access log costs a log record in memory per request, formatted and
+    written with the others of its batch within a fifth of a second. The caller closes the
     returned handler when done (or leaves it to ``logging.shutdown`` at exit).
     """
     handler = BatchedStreamHandler(stream)

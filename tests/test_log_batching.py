@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 
 import pytest
 
@@ -76,6 +77,31 @@ def test_batched_handler_logs_an_argument_that_can_change_as_it_was_when_logged(
     changing[0] = "after"
     handler.flush()
     assert stream.getvalue() == "saw ['before']\n"
+
+
+def test_batched_handler_formats_a_record_with_an_exception_at_once(batched):
+    handler, stream = batched
+    handler.setFormatter(formatter := CountingFormatter("%(message)s"))
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = logging.LogRecord("other", logging.INFO, __file__, 0, "failed", None, sys.exc_info())
+    handler.handle(failed)
+    assert formatter.calls == 1
+    handler.flush()
+    assert stream.getvalue().startswith("failed\nTraceback")
+
+
+def test_batched_handler_reports_a_line_that_cannot_be_formatted_and_writes_the_rest_in_order(batched, monkeypatch):
+    handler, stream = batched
+    reported = []
+    monkeypatch.setattr(handler, "handleError", reported.append)
+    bad = logging.LogRecord("other", logging.INFO, __file__, 0, "%d", ("x",), None)
+    handler.handle(record(logging.INFO, "first"))
+    handler.handle(bad)
+    handler.handle(record(logging.INFO, "third"))  # the third fills the batch: written at once
+    assert stream.getvalue() == "INFO first\nINFO third\n"
+    assert reported == [bad]
 
 
 def test_batched_handler_writes_what_is_left_on_close():

@@ -220,8 +220,14 @@ def test_user_list_refuses_a_bad_paging_value_naming_the_parameter(client, admin
     assert f"'{name}'" in response.json["message"]
 
 
-def test_todo_list_answers_a_refused_token_401_before_a_bad_paging_value(client, app, user, user_headers):
-    client.post("/logout", headers=user_headers, status=200)
+@pytest.mark.parametrize("how", ["logout", "account deleted"])
+def test_todo_list_answers_a_refused_token_401_before_a_bad_paging_value(
+    client, user, user_headers, admin_headers, how
+):
+    if how == "logout":
+        client.post("/logout", headers=user_headers, status=200)
+    else:
+        client.delete(f"/user/{user['public_id']}", headers=admin_headers, status=200)
     response = client.get("/todo?limit=0", headers=user_headers, status=401)
     assert response.json == {"message": "Token is invalid!"}
     client.get("/todo?limit=0", status=401)  # no token at all

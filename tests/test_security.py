@@ -134,6 +134,33 @@ def test_deleted_accounts_token_is_invalid(client, admin_headers, user, user_hea
     assert client.get("/todo", headers=user_headers, status=401).json == {"message": "Token is invalid!"}
 
 
+def end_token(
+    how: str, client: Any, user: dict[str, Any], user_headers: dict[str, str], admin_headers: dict[str, str]
+) -> None:
+    """End the user's token the way ``how`` names (API.md, "Authentication")."""
+    if how == "logout":
+        client.post("/logout", headers=user_headers, status=200)
+    elif how == "password change":
+        change = {"old_password": USER_PASSWORD, "new_password": "another-password-2"}
+        client.put_json("/me/password", change, headers=user_headers, status=200)
+    else:
+        client.delete(f"/user/{user['public_id']}", headers=admin_headers, status=200)
+
+
+@pytest.mark.parametrize("how", ["logout", "password change", "account deleted"])
+@pytest.mark.parametrize("path", ["/todo", "/todo?complete=false&limit=1", "/todo/{id}"])
+def test_a_token_the_database_refuses_reads_no_todo(client, user, user_headers, admin_headers, how, path):
+    # GET /todo and /todo/<id> read the account check and the to-dos in one
+    # statement: the check must still decide before any of them is shown.
+    todo = client.post_json("/todo", {"text": "private"}, headers=user_headers, status=201).json["todo"]
+    url = path.format(id=todo["id"])
+    client.get(url, headers=user_headers, status=200)  # the token works, and its claims are cached
+    end_token(how, client, user, user_headers, admin_headers)
+    response = client.get(url, headers=user_headers, status=401)
+    assert response.json == {"message": "Token is invalid!"}
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
 @pytest.mark.parametrize("parameter", ["token", "x-access-token", "access_token", "jwt"])
 def test_token_in_the_query_string_is_not_accepted(client, admin_headers, parameter):
     token = admin_headers["x-access-token"]
