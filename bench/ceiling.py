@@ -33,7 +33,7 @@ def make_ceiling(body: bytes = DEFAULT_BODY) -> Callable[[dict[str, Any], Callab
 
 
 def make_floor(
-    database: str, public_id: str, body: bytes = DEFAULT_BODY
+    database: str, public_id: str, body: bytes = DEFAULT_BODY, access_log: bool = False
 ) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
     """The ceiling plus the SQLite read todo-wsgi cannot skip, and nothing else.
 
@@ -43,14 +43,22 @@ def make_floor(
     thread, with none of its Python around it (no routing, token, JSON or
     log). Served like the ceiling, it shows what any app that reads the
     database on every request, as API.md requires, can reach on this server
-    and machine.
+    and machine. With ``access_log``, it also writes the access-log line API.md
+    requires, through todo-wsgi's own ``write_access_line``: the least that
+    any app keeping both rules must do per request.
     """
+    import logging
+    import time
+
     import store
+    import todo_wsgi
 
     database_handle = store.open_database(database)
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    log = logging.getLogger("todo_wsgi.access") if access_log else None
 
     def floor(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
         path = environ.get("PATH_INFO", "")
         with database_handle.connection() as conn:
             if path.startswith("/todo/"):
@@ -59,6 +67,9 @@ def make_floor(
                 found, _ = store.token_account_with_todos(conn, public_id, "-", 101, 0)
         assert found is not None, "the floor's account is missing"
         start_response("200 OK", headers)
+        if log is not None and log.isEnabledFor(logging.INFO) and log.hasHandlers():
+            method = environ["REQUEST_METHOD"]
+            todo_wsgi.write_access_line(log, method, todo_wsgi.path_for_log(path), 200, started, public_id)
         return [body]
 
     return floor

@@ -9,7 +9,7 @@ deployed; ``--no-access-log`` turns it off to show what the line costs.
 
     python bench/serve.py todo --threads 4       # settings from TODO_* variables
     python bench/serve.py ceiling --threads 4 --body-file FILE
-    python bench/serve.py floor --threads 4 --body-file FILE --public-id ID   # TODO_DATABASE
+    python bench/serve.py floor --threads 4 --body-file FILE --public-id ID [--access-log]   # TODO_DATABASE
     python bench/serve.py first-cut --threads 4     # TODO_DATABASE, TODO_SECRET_KEY
 """
 
@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--body-file", help="the ceiling's body (default: a 3-item list)")
     parser.add_argument("--public-id", help="the floor's account (its reads are this account's)")
     parser.add_argument("--no-access-log", action="store_true", help="todo-wsgi's access log off")
+    parser.add_argument("--access-log", action="store_true", help="the floor writes todo-wsgi's access-log line")
     args = parser.parse_args()
     import todo_wsgi
 
@@ -55,7 +56,7 @@ def main() -> int:
         app = (
             ceiling.make_ceiling(body)
             if args.app == "ceiling"
-            else ceiling.make_floor(os.environ["TODO_DATABASE"], args.public_id, body)
+            else ceiling.make_floor(os.environ["TODO_DATABASE"], args.public_id, body, args.access_log)
         )
     server = waitress.create_server(
         app,

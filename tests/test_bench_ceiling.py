@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -51,3 +53,12 @@ def test_the_first_cut_answers_what_todo_wsgi_answers_for_a_list_and_a_get(datab
     one = listed["todos"][1]
     assert first_cut.get(f"/todo/{one['id']}", headers=headers, status=200).json == {"todo": one}
     first_cut.get("/todo", headers={"x-access-token": "forged"}, status=401)
+
+
+@pytest.mark.sqlite_only
+def test_the_floor_with_the_access_log_writes_todo_wsgis_line(database, app, user, caplog):
+    floor = TestApp(validator(ceiling.make_floor(database, user["public_id"], access_log=True)))
+    with caplog.at_level(logging.INFO, logger="todo_wsgi.access"):
+        floor.get("/todo/7", status=200)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "todo_wsgi.access"]
+    assert re.fullmatch(rf"GET /todo/7 200 \d+\.\dms {user['public_id']}", line)
