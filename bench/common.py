@@ -67,7 +67,23 @@ def bench_arguments(description: str, rounds: int) -> argparse.ArgumentParser:
     parser.add_argument("--wrk-threads", type=int, default=env_int("BENCH_WRK_THREADS", 1))
     parser.add_argument("--iterations", type=int, default=env_int("BENCH_LOGIN_ITERATIONS", LOGIN_ITERATIONS))
     parser.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", ""), help="comma-separated subset")
+    parser.add_argument(
+        "--server-cpu",
+        type=int,
+        default=env_int("BENCH_SERVER_CPU", -1),
+        help="keep every server on this CPU and wrk on the others (default -1: no pinning)",
+    )
     return parser
+
+
+def pinning(server_cpu: int) -> tuple[tuple[str, ...], set[int] | None]:
+    """For ``--server-cpu``: the servers' extra arguments and wrk's CPUs (none when not pinning)."""
+    if server_cpu < 0:
+        return (), None
+    others = os.sched_getaffinity(0) - {server_cpu}
+    if not others:
+        raise SystemExit(f"--server-cpu {server_cpu} leaves wrk no CPU")
+    return ("--cpu", str(server_cpu)), others
 
 
 def make_app(database: str, iterations: int = LOGIN_ITERATIONS, **settings: Any) -> todo_wsgi.TodoApp:
@@ -328,8 +344,16 @@ class WrkResult:
     errors: int
 
 
-def run_wrk(url: str, script: str, threads: int, connections: int, seconds: float, timeout: int = 5) -> WrkResult:
-    """One wrk run; raise if any request failed, timed out or answered 4xx/5xx."""
+def run_wrk(
+    url: str,
+    script: str,
+    threads: int,
+    connections: int,
+    seconds: float,
+    timeout: int = 5,
+    cpus: set[int] | None = None,
+) -> WrkResult:
+    """One wrk run (on ``cpus`` if given); raise if any request failed, timed out or answered 4xx/5xx."""
     import subprocess
 
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", f"--timeout={timeout}s", "--latency"]
@@ -339,6 +363,7 @@ def run_wrk(url: str, script: str, threads: int, connections: int, seconds: floa
         text=True,
         check=True,
         timeout=seconds + timeout + 60,
+        preexec_fn=None if cpus is None else (lambda: os.sched_setaffinity(0, cpus)),
     ).stdout
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:

@@ -21,12 +21,14 @@ cut" (PyJWT decode, two reads, json.dumps), which the issue measured at about
 0.42x on its machine: its ratio here says how this machine compares. For
 every server the table also gives what a request cost its process (CPU time
 and voluntary context switches per request, from /proc): where the time goes
-between the ceiling and todo-wsgi.
+between the ceiling and todo-wsgi. With ``--server-cpu N`` every server is
+kept on CPU N (as ``serve --one-cpu`` keeps todo-wsgi on one) and wrk on the
+other CPUs.
 
     .venv/bin/python bench/http_bench.py [--rounds 5] [--seconds 3] [--threads 4]
-                                         [--connections 8] [--wrk-threads 1]
+                                         [--connections 8] [--wrk-threads 1] [--server-cpu N]
     environment: BENCH_ROUNDS, BENCH_SECONDS, BENCH_THREADS, BENCH_CONNECTIONS,
-    BENCH_WRK_THREADS, BENCH_LOGIN_ITERATIONS (600000), BENCH_SCENARIOS
+    BENCH_WRK_THREADS, BENCH_LOGIN_ITERATIONS (600000), BENCH_SCENARIOS, BENCH_SERVER_CPU
 
 Needs wrk (Debian/Ubuntu: apt-get install wrk); exits 2 with that hint if missing.
 """
@@ -72,21 +74,15 @@ def main(argv: list[str] | None = None) -> int:
         with open(body_file, "wb") as file:
             file.write(seeded.list_body)
         env = common.todo_env(seeded, args.iterations)
+        pin, _ = common.pinning(args.server_cpu)
+        floor = ("--body-file", body_file, "--public-id", seeded.reader_public_id)
         servers = {
-            "todo": common.Server("todo", args.threads, tmp, env),
-            "todo, no access log": common.Server("todo", args.threads, tmp, env, ("--no-access-log",)),
-            "ceiling": common.Server("ceiling", args.threads, tmp, args=("--body-file", body_file)),
-            "floor": common.Server(
-                "floor", args.threads, tmp, env, ("--body-file", body_file, "--public-id", seeded.reader_public_id)
-            ),
-            "floor, access log": common.Server(
-                "floor",
-                args.threads,
-                tmp,
-                env,
-                ("--body-file", body_file, "--public-id", seeded.reader_public_id, "--access-log"),
-            ),
-            "first cut": common.Server("first-cut", args.threads, tmp, env),
+            "todo": common.Server("todo", args.threads, tmp, env, pin),
+            "todo, no access log": common.Server("todo", args.threads, tmp, env, ("--no-access-log", *pin)),
+            "ceiling": common.Server("ceiling", args.threads, tmp, args=("--body-file", body_file, *pin)),
+            "floor": common.Server("floor", args.threads, tmp, env, (*floor, *pin)),
+            "floor, access log": common.Server("floor", args.threads, tmp, env, (*floor, "--access-log", *pin)),
+            "first cut": common.Server("first-cut", args.threads, tmp, env, pin),
         }
         with contextlib.ExitStack() as stack:
             for server in servers.values():
@@ -97,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, seeded: common.Seeded, tmp: str, servers: dict[str, common.Server]) -> int:
     chosen = [s for s in common.scenarios(seeded) if not args.scenarios or s.name in args.scenarios.split(",")]
     scripts = {s.name: common.wrk_script(s, os.path.join(tmp, f"{s.name}.lua")) for s in chosen}
-    wrk = (args.wrk_threads, args.connections, args.seconds)
+    _, wrk_cpus = common.pinning(args.server_cpu)
+    wrk = (args.wrk_threads, args.connections, args.seconds, 5, wrk_cpus)
+    where = "" if wrk_cpus is None else f", every server on CPU {args.server_cpu} and wrk on CPU {sorted(wrk_cpus)}"
     print(
-        f"HTTP, {common.machine()}; waitress {args.threads} threads for every app; "
+        f"HTTP, {common.machine()}; waitress {args.threads} threads for every app{where}; "
         f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.seconds:g}s; "
         f"median of {args.rounds} alternated rounds; ceiling body {len(seeded.list_body)} bytes; "
         "todo-wsgi logs each request to stderr (a file) unless said"
@@ -113,7 +111,7 @@ def run(args: argparse.Namespace, seeded: common.Seeded, tmp: str, servers: dict
             script = scripts[scenario.name]
             if scenario.name == "login":
                 # One connection per thread, each login a few tenths of a second of one core.
-                login_wrk = (args.wrk_threads, min(args.threads, args.connections), args.seconds, 30)
+                login_wrk = (args.wrk_threads, min(args.threads, args.connections), args.seconds, 30, wrk_cpus)
                 results.setdefault(("login", "todo"), []).append(
                     common.run_wrk(servers["todo"].url, script, *login_wrk)
                 )

@@ -11,6 +11,7 @@ deployed; ``--no-access-log`` turns it off to show what the line costs.
     python bench/serve.py ceiling --threads 4 --body-file FILE
     python bench/serve.py floor --threads 4 --body-file FILE --public-id ID [--access-log]   # TODO_DATABASE
     python bench/serve.py first-cut --threads 4     # TODO_DATABASE, TODO_SECRET_KEY
+    ... --cpu N                                     # any of them kept on CPU N
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ def main() -> int:
     parser.add_argument("--public-id", help="the floor's account (its reads are this account's)")
     parser.add_argument("--no-access-log", action="store_true", help="todo-wsgi's access log off")
     parser.add_argument("--access-log", action="store_true", help="the floor writes todo-wsgi's access-log line")
+    parser.add_argument("--cpu", type=int, help="keep the server on this CPU (as serve --one-cpu does)")
     args = parser.parse_args()
     import todo_wsgi
+
+    if args.cpu is not None:
+        todo_wsgi.pin_process(args.cpu)
 
     handler = todo_wsgi.configure_logging()  # as python -m todo_wsgi serve does
     if args.no_access_log:
