@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import collections
 import contextlib
 import getpass
 import hashlib
@@ -159,12 +160,12 @@ class TodoApp:
         self.settings = settings
         self.clock = clock
         self.log = logging.getLogger("todo_wsgi")
-        self.access_log = logging.getLogger("todo_wsgi.access")
+        self.access_log = AccessLog(logging.getLogger("todo_wsgi.access"))
         # As waitress-serve does for its own logger: a default level only when
         # the operator set none, so the access log reaches whatever handler
         # the host configured (waitress.serve installs one on stderr).
-        if self.access_log.level == logging.NOTSET:
-            self.access_log.setLevel(logging.INFO)
+        if self.access_log.logger.level == logging.NOTSET:
+            self.access_log.logger.setLevel(logging.INFO)
         if settings.secret_key is not None and len(settings.secret_key.encode()) < 32:
             raise ValueError(
                 "TODO_SECRET_KEY must be at least 32 bytes (RFC 7518 3.2: an HS256 key "
@@ -184,7 +185,8 @@ class TodoApp:
         self._dummy_hash: str | None = None
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Write the access-log lines still waiting, then release the database connections."""
+        self.access_log.close()
         self.db.close()
 
     def dummy_hash(self) -> str:
@@ -240,11 +242,7 @@ class TodoApp:
             payload = json_bytes(body)
             response_headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *headers]
         start_response(STATUS_LINES[status], response_headers)
-        log = self.access_log
-        # With no handler anywhere, logging's last resort drops INFO: skip the record.
-        if log.isEnabledFor(logging.INFO) and log.hasHandlers():
-            public_id = req.account["public_id"] if req.account else "-"
-            write_access_line(log, req.method, path_for_log(req.path), status, started, public_id)
+        self.access_log.write(req.method, req.path, status, started, req.account["public_id"] if req.account else "-")
         # RFC 9110 9.3.2: HEAD answers as GET, headers included, without content.
         return [] if req.method == "HEAD" else [payload]
 
@@ -285,16 +283,73 @@ def path_for_log(path: str) -> str:
     return quote(path, safe="/:@!$&'()*+,;=~", encoding="latin-1", errors="backslashreplace")
 
 
-def write_access_line(log: logging.Logger, method: str, path: str, status: int, started: float, who: str) -> None:
-    """Hand ``log`` one request's access-log line (API.md): method, path (as
-    ``path_for_log`` gives it), status, ms since ``started`` (a perf_counter
-    reading) and the account's public id or "-". Never a token or a body.
+class AccessLog:
+    """The access log of one app (API.md): a line per request, through ``logging``.
 
-    What ``log.info`` does, less its stack walk to find the caller (a fifth
-    of the cost of a line): the caller is always the edge of a request.
+    Each line is method, path (as ``path_for_log`` gives it), status, ms since
+    the request began and the account's public id or "-"; never a token or a
+    body. By default a request hands its line to the logger as it ends. After
+    ``defer()`` (``python -m todo_wsgi serve`` calls it) a request only queues
+    the line's fields, and a thread of this object hands the queued lines to
+    the logger every ``interval`` seconds, each record stamped with its
+    request's time: under a loaded server, making a log record and running the
+    handlers on the request's thread cost far more than their in-process
+    time (README, "Performance"). Such records name that thread, not the
+    request's. ``close()`` hands over what is left.
     """
-    args = (method, path, status, (time.perf_counter() - started) * 1000, who)
-    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %d %.1fms %s", args, None))
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._waiting: collections.deque[tuple[float, str, str, int, float, str]] | None = None
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
+
+    def write(self, method: str, path: str, status: int, started: float, who: str) -> None:
+        """Log (or queue) the line of a request that began at ``started`` (a perf_counter reading)."""
+        ms = (time.perf_counter() - started) * 1000
+        if self._waiting is not None:
+            self._waiting.append((time.time(), method, path, status, ms, who))  # deque.append: thread-safe
+            return
+        # With no handler anywhere, logging's last resort drops INFO: skip the record.
+        if self.logger.isEnabledFor(logging.INFO) and self.logger.hasHandlers():
+            self._hand_over(time.time(), method, path, status, ms, who)
+
+    def defer(self, interval: float = 0.2) -> None:
+        """From now on queue the lines and hand them to the logger every ``interval`` seconds."""
+        if self._writer is None:
+            self._waiting = collections.deque()
+            self._writer = threading.Thread(target=self._write_every, args=(interval,), name="access-log", daemon=True)
+            self._writer.start()
+
+    def flush(self) -> None:
+        """Hand every queued line to the logger now, oldest first."""
+        waiting = self._waiting
+        while waiting:
+            line = waiting.popleft()
+            if self.logger.isEnabledFor(logging.INFO) and self.logger.hasHandlers():
+                self._hand_over(*line)
+
+    def close(self) -> None:
+        """Stop the writing thread, if any, and hand over what is left."""
+        self._stop.set()
+        if self._writer is not None:
+            self._writer.join()
+        self.flush()
+
+    def _write_every(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.flush()
+
+    def _hand_over(self, created: float, method: str, path: str, status: int, ms: float, who: str) -> None:
+        log = self.logger
+        args = (method, path_for_log(path), status, ms, who)
+        # What log.info does, less its stack walk to find the caller (a fifth
+        # of the cost of a line): the caller is always the edge of a request.
+        record = log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %d %.1fms %s", args, None)
+        if record.created != created:  # a queued line: its request's time, not the writer's
+            record.relativeCreated += (created - record.created) * 1000
+            record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        log.handle(record)
 
 
 def json_bytes(body: Any) -> bytes:
@@ -1126,6 +1181,7 @@ def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
 
     pinned = pin_process() if args.one_cpu else None
     handler = configure_logging()
+    app.access_log.defer()
     if pinned is not None:
         logging.getLogger("todo_wsgi").info("serving on CPU %d only (--one-cpu)", pinned)
     # SIGTERM stops waitress as Ctrl-C does (it catches SystemExit), so the
@@ -1150,6 +1206,7 @@ def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
         clear_untrusted_proxy_headers=True,
         ident="todo-wsgi",
     )
+    app.access_log.close()  # the queued lines, before the handler that writes them closes
     handler.close()
     return 0
 

@@ -44,8 +44,8 @@ def make_floor(
     log). Served like the ceiling, it shows what any app that reads the
     database on every request, as API.md requires, can reach on this server
     and machine. With ``access_log``, it also writes the access-log line API.md
-    requires, through todo-wsgi's own ``write_access_line``: the least that
-    any app keeping both rules must do per request.
+    requires, through todo-wsgi's own ``AccessLog`` set up as ``serve`` sets
+    it (deferred): the least that any app keeping both rules must do per request.
     """
     import logging
     import time
@@ -55,7 +55,10 @@ def make_floor(
 
     database_handle = store.open_database(database)
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    log = logging.getLogger("todo_wsgi.access") if access_log else None
+    log = None
+    if access_log:
+        log = todo_wsgi.AccessLog(logging.getLogger("todo_wsgi.access"))
+        log.defer()
 
     def floor(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -67,9 +70,8 @@ def make_floor(
                 found, _ = store.token_account_with_todos(conn, public_id, "-", 101, 0)
         assert found is not None, "the floor's account is missing"
         start_response("200 OK", headers)
-        if log is not None and log.isEnabledFor(logging.INFO) and log.hasHandlers():
-            method = environ["REQUEST_METHOD"]
-            todo_wsgi.write_access_line(log, method, todo_wsgi.path_for_log(path), 200, started, public_id)
+        if log is not None:
+            log.write(environ["REQUEST_METHOD"], path, 200, started, public_id)
         return [body]
 
     return floor

@@ -51,6 +51,7 @@ def main() -> int:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     if args.app == "todo":
         app = todo_wsgi.create_app()
+        app.access_log.defer()  # as serve does
     elif args.app == "first-cut":
         app = ceiling.make_first_cut(os.environ["TODO_DATABASE"], os.environ["TODO_SECRET_KEY"])
     else:

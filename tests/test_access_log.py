@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from wsgiref.validate import validator
@@ -150,3 +151,47 @@ def test_serve_command_writes_one_access_line_per_request_without_query_values(s
         ["GET", "/me", "401"],
     ]
     assert "query-secret" not in rest
+
+
+def test_a_deferred_access_log_hands_over_nothing_on_the_requests_thread(client, app, access):
+    app.access_log.defer(interval=3600)  # the writing thread never fires during the test
+    client.get("/healthz", status=200)
+    assert access() == []
+    app.access_log.flush()
+    assert [LINE.fullmatch(m)["path"] for m in access()] == ["/healthz"]
+    app.access_log.flush()
+    assert len(access()) == 1  # handed over once
+
+
+def test_a_deferred_line_keeps_its_requests_time_and_order(client, app, caplog, access):
+    app.access_log.defer(interval=3600)
+    before = time.time()
+    client.get("/healthz", status=200)
+    client.get("/nowhere", status=404)
+    after = time.time()
+    time.sleep(0.3)
+    app.access_log.flush()
+    records = [r for r in caplog.records if r.name == LOGGER]
+    assert [LINE.fullmatch(r.getMessage())["status"] for r in records] == ["200", "404"]
+    for record in records:
+        assert before <= record.created <= after
+        assert record.msecs == int((record.created - int(record.created)) * 1000)
+
+
+def test_a_deferred_access_log_writes_from_its_own_thread_within_its_interval(client, app, caplog, access):
+    app.access_log.defer(interval=0.05)
+    client.get("/healthz", status=200)
+    deadline = time.monotonic() + 5
+    while not access() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [record] = [r for r in caplog.records if r.name == LOGGER]
+    assert record.threadName == "access-log"
+
+
+def test_closing_the_app_hands_over_the_queued_lines(make_app, access):
+    app = make_app()
+    app.access_log.defer(interval=3600)
+    TestApp(validator(app)).get("/healthz", status=200)
+    assert access() == []
+    app.close()
+    assert len(access()) == 1
