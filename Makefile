@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# --one-cpu: about twice the requests/s on a small VM, logins slower (README, "Performance").
 run: $(STAMP)
-	$(BIN)/python -m todo_wsgi serve --listen 127.0.0.1:8080
+	$(BIN)/python -m todo_wsgi serve --listen 127.0.0.1:8080 --one-cpu
 
 # Style and types first: a lint failure fails the tests.
 lint: $(STAMP)
@@ -33,11 +34,15 @@ test: lint
 
 # Speed against the server's own ceiling, then SQLite against PostgreSQL and
 # two servers on one PostgreSQL (needs wrk and, for the last, initdb: apt-get
-# install wrk postgresql); about 10 minutes (6 + 4). Rounds, seconds, threads:
+# install wrk postgresql); about 20 minutes. Rounds, seconds, threads:
 # see bench/http_bench.py and bench/pg_bench.py.
+# HTTP and threads twice: every server on one CPU, as make run serves (--one-cpu),
+# then unpinned, as waitress-serve or serve without --one-cpu.
 bench: $(STAMP)
 	$(BIN)/python bench/inprocess.py
+	$(BIN)/python bench/http_bench.py --server-cpu last
 	$(BIN)/python bench/http_bench.py
+	$(BIN)/python bench/threads.py --server-cpu last
 	$(BIN)/python bench/threads.py
 	$(BIN)/python bench/pg_bench.py
 

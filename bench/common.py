@@ -67,23 +67,28 @@ def bench_arguments(description: str, rounds: int) -> argparse.ArgumentParser:
     parser.add_argument("--wrk-threads", type=int, default=env_int("BENCH_WRK_THREADS", 1))
     parser.add_argument("--iterations", type=int, default=env_int("BENCH_LOGIN_ITERATIONS", LOGIN_ITERATIONS))
     parser.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", ""), help="comma-separated subset")
-    parser.add_argument(
-        "--server-cpu",
-        type=int,
-        default=env_int("BENCH_SERVER_CPU", -1),
-        help="keep every server on this CPU and wrk on the others (default -1: no pinning)",
-    )
+    add_server_cpu(parser)
     return parser
 
 
-def pinning(server_cpu: int) -> tuple[tuple[str, ...], set[int] | None]:
-    """For ``--server-cpu``: the servers' extra arguments and wrk's CPUs (none when not pinning)."""
-    if server_cpu < 0:
+def add_server_cpu(parser: argparse.ArgumentParser) -> None:
+    """The ``--server-cpu`` option: none (default), a CPU number, or "last" (as ``serve --one-cpu`` picks)."""
+    parser.add_argument(
+        "--server-cpu",
+        default=os.environ.get("BENCH_SERVER_CPU", "none"),
+        help='keep every server on this CPU ("last": the last this process may use) and wrk on the others',
+    )
+
+
+def pinning(server_cpu: str) -> tuple[tuple[str, ...], set[int] | None]:
+    """For ``--server-cpu``: the servers' extra arguments and wrk's CPUs (None: no pinning)."""
+    if server_cpu == "none":
         return (), None
-    others = os.sched_getaffinity(0) - {server_cpu}
-    if not others:
+    cpus = os.sched_getaffinity(0)
+    cpu = max(cpus) if server_cpu == "last" else int(server_cpu)
+    if not cpus - {cpu}:
         raise SystemExit(f"--server-cpu {server_cpu} leaves wrk no CPU")
-    return ("--cpu", str(server_cpu)), others
+    return ("--cpu", str(cpu)), cpus - {cpu}
 
 
 def make_app(database: str, iterations: int = LOGIN_ITERATIONS, **settings: Any) -> todo_wsgi.TodoApp:

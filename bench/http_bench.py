@@ -22,11 +22,11 @@ cut" (PyJWT decode, two reads, json.dumps), which the issue measured at about
 every server the table also gives what a request cost its process (CPU time
 and voluntary context switches per request, from /proc): where the time goes
 between the ceiling and todo-wsgi. With ``--server-cpu N`` every server is
-kept on CPU N (as ``serve --one-cpu`` keeps todo-wsgi on one) and wrk on the
-other CPUs.
+kept on CPU N (``last``: the CPU ``serve --one-cpu`` picks, as ``make run``
+serves) and wrk on the other CPUs.
 
     .venv/bin/python bench/http_bench.py [--rounds 5] [--seconds 3] [--threads 4]
-                                         [--connections 8] [--wrk-threads 1] [--server-cpu N]
+                                         [--connections 8] [--wrk-threads 1] [--server-cpu N|last]
     environment: BENCH_ROUNDS, BENCH_SECONDS, BENCH_THREADS, BENCH_CONNECTIONS,
     BENCH_WRK_THREADS, BENCH_LOGIN_ITERATIONS (600000), BENCH_SCENARIOS, BENCH_SERVER_CPU
 
@@ -95,7 +95,8 @@ def run(args: argparse.Namespace, seeded: common.Seeded, tmp: str, servers: dict
     scripts = {s.name: common.wrk_script(s, os.path.join(tmp, f"{s.name}.lua")) for s in chosen}
     _, wrk_cpus = common.pinning(args.server_cpu)
     wrk = (args.wrk_threads, args.connections, args.seconds, 5, wrk_cpus)
-    where = "" if wrk_cpus is None else f", every server on CPU {args.server_cpu} and wrk on CPU {sorted(wrk_cpus)}"
+    pin, _ = common.pinning(args.server_cpu)
+    where = "" if wrk_cpus is None else f", every server on CPU {pin[1]} and wrk on CPU {sorted(wrk_cpus)}"
     print(
         f"HTTP, {common.machine()}; waitress {args.threads} threads for every app{where}; "
         f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.seconds:g}s; "

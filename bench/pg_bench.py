@@ -78,6 +78,10 @@ def missing() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.server_cpu != "none":
+        # Two servers and PostgreSQL share the machine here: pinning one CPU would measure that choice, not them.
+        print("pg_bench does not pin servers (--server-cpu)", file=sys.stderr)
+        return 2
     reason = missing()
     if reason:
         print(reason, file=sys.stderr)

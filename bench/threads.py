@@ -8,9 +8,9 @@ same list while two clients log in over and over, one request at a time each
 how much logins delay the requests that share the server with them.
 
     .venv/bin/python bench/threads.py [--threads 1,2,4,8] [--rounds 3] [--seconds 3]
-                                      [--login-clients 2]
+                                      [--login-clients 2] [--server-cpu N|last]
     environment: BENCH_THREAD_COUNTS, BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
-    BENCH_WRK_THREADS, BENCH_LOGIN_ITERATIONS, BENCH_LOGIN_CLIENTS
+    BENCH_WRK_THREADS, BENCH_LOGIN_ITERATIONS, BENCH_LOGIN_CLIENTS, BENCH_SERVER_CPU
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--iterations", type=int, default=common.env_int("BENCH_LOGIN_ITERATIONS", common.LOGIN_ITERATIONS)
     )
+    common.add_server_cpu(parser)
     return parser.parse_args(argv)
 
 
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print(common.WRK_MISSING, file=sys.stderr)
         return 2
     counts = [int(n) for n in args.threads.split(",")]
-    wrk = (args.wrk_threads, args.connections, args.seconds)
+    pin, wrk_cpus = common.pinning(args.server_cpu)
+    wrk = (args.wrk_threads, args.connections, args.seconds, 5, wrk_cpus)
     with tempfile.TemporaryDirectory(prefix="todo-bench-") as tmp:
         seeded = common.seed(os.path.join(tmp, "bench.db"), args.iterations)
         body_file = os.path.join(tmp, "ceiling-body.json")
@@ -95,14 +97,15 @@ def main(argv: list[str] | None = None) -> int:
             f"threads, {common.machine()}; GET /todo (3 items); wrk -t{args.wrk_threads} -c{args.connections} "
             f"-d{args.seconds:g}s; median of {args.rounds} alternated rounds; "
             f"login loops: {args.login_clients} clients, {args.iterations} iterations"
+            + ("" if wrk_cpus is None else f"; both servers on CPU {pin[1]}, wrk on CPU {sorted(wrk_cpus)}")
         )
         print(
             f"{'threads':>7}{'todo req/s':>11}{'ceiling':>9}{'ratio':>7}{'p99 ms':>8}"
             f"{'| with logins: req/s':>21}{'p50 ms':>8}{'p99 ms':>8}{'logins/s':>9}{'login p50 ms':>13}"
         )
         for count in counts:
-            todo = common.Server("todo", count, tmp, common.todo_env(seeded, args.iterations))
-            ceiling = common.Server("ceiling", count, tmp, args=("--body-file", body_file))
+            todo = common.Server("todo", count, tmp, common.todo_env(seeded, args.iterations), pin)
+            ceiling = common.Server("ceiling", count, tmp, args=("--body-file", body_file, *pin))
             alone: list[common.WrkResult] = []
             ceil: list[common.WrkResult] = []
             loaded: list[common.WrkResult] = []
