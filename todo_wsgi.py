@@ -1179,6 +1179,9 @@ def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
     """Serve under waitress with limits that bound what one client can take."""
     import waitress
 
+    if args.one_cpu and not hasattr(os, "sched_setaffinity"):
+        print("error: --one-cpu needs Linux (os.sched_setaffinity)", file=sys.stderr)
+        return 1
     pinned = pin_process() if args.one_cpu else None
     handler = configure_logging()
     app.access_log.defer()

@@ -52,3 +52,10 @@ def test_serve_one_cpu_keeps_the_whole_server_on_the_last_cpu(tmp_path):
         watchdog.cancel()
         process.kill()
         process.wait(timeout=10)
+
+
+def test_serve_one_cpu_without_linux_affinity_says_so_and_exits_1(run_command, monkeypatch, tmp_path):
+    monkeypatch.delattr("os.sched_setaffinity")
+    result = run_command(str(tmp_path / "pinned.db"), "serve", "--listen", "127.0.0.1:0", "--one-cpu")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --one-cpu needs Linux (os.sched_setaffinity)"
