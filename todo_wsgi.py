@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterable
@@ -306,12 +307,14 @@ class AccessLog:
 
     def write(self, method: str, path: str, status: int, started: float, who: str) -> None:
         """Log (or queue) the line of a request that began at ``started`` (a perf_counter reading)."""
-        ms = (time.perf_counter() - started) * 1000
-        if self._waiting is not None:
-            self._waiting.append((time.time(), method, path, status, ms, who))  # deque.append: thread-safe
+        if not self.logger.isEnabledFor(logging.INFO):
             return
+        ms = (time.perf_counter() - started) * 1000
+        waiting = self._waiting
+        if waiting is not None:
+            waiting.append((time.time(), method, path, status, ms, who))  # deque.append: thread-safe
         # With no handler anywhere, logging's last resort drops INFO: skip the record.
-        if self.logger.isEnabledFor(logging.INFO) and self.logger.hasHandlers():
+        elif self.logger.hasHandlers():
             self._hand_over(time.time(), method, path, status, ms, who)
 
     def defer(self, interval: float = 0.2) -> None:
@@ -323,22 +326,33 @@ class AccessLog:
 
     def flush(self) -> None:
         """Hand every queued line to the logger now, oldest first."""
-        waiting = self._waiting
-        while waiting:
-            line = waiting.popleft()
-            if self.logger.isEnabledFor(logging.INFO) and self.logger.hasHandlers():
-                self._hand_over(*line)
+        self._drain(self._waiting)
 
     def close(self) -> None:
-        """Stop the writing thread, if any, and hand over what is left."""
+        """Stop the writing thread, if any, and hand over what is left; later lines go straight to the logger."""
+        waiting, self._waiting = self._waiting, None
         self._stop.set()
         if self._writer is not None:
             self._writer.join()
-        self.flush()
+        self._drain(waiting)
+
+    def _drain(self, waiting: collections.deque[tuple[float, str, str, int, float, str]] | None) -> None:
+        while waiting:
+            try:
+                line = waiting.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            if self.logger.isEnabledFor(logging.INFO) and self.logger.hasHandlers():
+                self._hand_over(*line)
 
     def _write_every(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:
+                # A handler or filter that raises must not end the writing,
+                # or the queue would grow for the rest of the process's life.
+                traceback.print_exc(file=sys.stderr)
 
     def _hand_over(self, created: float, method: str, path: str, status: int, ms: float, who: str) -> None:
         log = self.logger

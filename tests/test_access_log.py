@@ -195,3 +195,45 @@ def test_closing_the_app_hands_over_the_queued_lines(make_app, access):
     assert access() == []
     app.close()
     assert len(access()) == 1
+
+
+def test_a_deferred_access_log_keeps_writing_after_a_handler_raises(client, app, access, capsys):
+    class Broken(logging.Filter):
+        def filter(self, record):
+            raise RuntimeError("broken filter")
+
+    broken = Broken()
+    logger = logging.getLogger(LOGGER)
+    logger.addFilter(broken)
+    try:
+        app.access_log.defer(interval=0.02)
+        client.get("/healthz", status=200)
+        deadline = time.monotonic() + 5
+        while "broken filter" not in capsys.readouterr().err and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        logger.removeFilter(broken)
+    client.get("/nowhere", status=404)
+    deadline = time.monotonic() + 5
+    while not access() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [LINE.fullmatch(m)["status"] for m in access()] == ["404"]
+
+
+def test_a_deferred_access_log_queues_nothing_when_its_level_is_off(client, app):
+    app.access_log.defer(interval=3600)
+    logger = logging.getLogger(LOGGER)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        client.get("/healthz", status=200)
+    finally:
+        logger.setLevel(level)
+    assert not app.access_log._waiting
+
+
+def test_a_closed_access_log_hands_later_lines_straight_to_the_logger(client, app, access):
+    app.access_log.defer(interval=3600)
+    app.access_log.close()
+    client.get("/healthz", status=200)
+    assert len(access()) == 1
