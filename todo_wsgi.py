@@ -304,6 +304,7 @@ class AccessLog:
         self._waiting: collections.deque[tuple[float, str, str, int, float, str]] | None = None
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
+        self._draining = threading.Lock()  # one drain at a time: lines stay in order
 
     def write(self, method: str, path: str, status: int, started: float, who: str) -> None:
         """Log (or queue) the line of a request that began at ``started`` (a perf_counter reading)."""
@@ -337,22 +338,21 @@ class AccessLog:
         self._drain(waiting)
 
     def _drain(self, waiting: collections.deque[tuple[float, str, str, int, float, str]] | None) -> None:
-        while waiting:
-            try:
+        with self._draining:
+            while waiting:
                 line = waiting.popleft()
-            except IndexError:  # another thread took the last one
-                return
-            if self.logger.isEnabledFor(logging.INFO) and self.logger.hasHandlers():
-                self._hand_over(*line)
+                if self.logger.isEnabledFor(logging.INFO) and self.logger.hasHandlers():
+                    try:
+                        self._hand_over(*line)
+                    except Exception:
+                        # A filter or handler that raises loses its line, as it
+                        # would on the request's thread, but must not stop the
+                        # rest: the queue would grow for the process's life.
+                        traceback.print_exc(file=sys.stderr)
 
     def _write_every(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            try:
-                self.flush()
-            except Exception:
-                # A handler or filter that raises must not end the writing,
-                # or the queue would grow for the rest of the process's life.
-                traceback.print_exc(file=sys.stderr)
+            self.flush()
 
     def _hand_over(self, created: float, method: str, path: str, status: int, ms: float, who: str) -> None:
         log = self.logger
@@ -360,9 +360,10 @@ class AccessLog:
         # What log.info does, less its stack walk to find the caller (a fifth
         # of the cost of a line): the caller is always the edge of a request.
         record = log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %d %.1fms %s", args, None)
-        if record.created != created:  # a queued line: its request's time, not the writer's
-            record.relativeCreated += (created - record.created) * 1000
-            record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        # The request's time, not the record's making (later, for a queued line),
+        # in each of the three fields LogRecord derives from its time.
+        record.relativeCreated += (created - record.created) * 1000
+        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
         log.handle(record)
 
 
@@ -1183,9 +1184,13 @@ def pin_process(cpu: int | None = None) -> int:
     """
     if cpu is None:
         cpu = max(os.sched_getaffinity(0))
-    for task in os.listdir("/proc/self/task"):
-        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
-            os.sched_setaffinity(int(task), {cpu})
+    os.sched_setaffinity(0, {cpu})  # this thread first: what it starts from now on inherits it
+    pinned: set[str] = set()
+    while tasks := set(os.listdir("/proc/self/task")) - pinned:  # again, for threads started meanwhile
+        for task in tasks:
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(task), {cpu})
+        pinned |= tasks
     return cpu
 
 
@@ -1223,8 +1228,13 @@ def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
         clear_untrusted_proxy_headers=True,
         ident="todo-wsgi",
     )
-    app.access_log.close()  # the queued lines, before the handler that writes them closes
-    handler.close()
+    # The queued lines, before the handler that writes them closes; a second
+    # SIGTERM meanwhile must not cut that short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        app.access_log.close()
+    finally:
+        handler.close()
     return 0
 
 

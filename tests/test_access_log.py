@@ -237,3 +237,11 @@ def test_a_closed_access_log_hands_later_lines_straight_to_the_logger(client, ap
     app.access_log.close()
     client.get("/healthz", status=200)
     assert len(access()) == 1
+
+
+def test_a_deferred_line_cannot_be_forged_with_a_newline_in_the_path(client, app, access):
+    app.access_log.defer(interval=3600)
+    client.get("/todo%0A2026-01-01 INFO forged", status=404, expect_errors=True)
+    app.access_log.flush()
+    [message] = access()
+    assert "\n" not in message and "%0A" in message

@@ -7,6 +7,10 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+
 
 def _status_cpus(pid, task):
     with open(f"/proc/{pid}/task/{task}/status") as status:
