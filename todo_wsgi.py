@@ -318,7 +318,7 @@ class AccessLog:
         elif self.logger.hasHandlers():
             self._hand_over(time.time(), method, path, status, ms, who)
 
-    def defer(self, interval: float = 0.2) -> None:
+    def defer(self, interval: float = 0.05) -> None:
         """From now on queue the lines and hand them to the logger every ``interval`` seconds."""
         if self._writer is None:
             self._waiting = collections.deque()
