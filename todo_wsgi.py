@@ -1094,7 +1094,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self.batch = batch
         self._pending: list[logging.LogRecord | str] = []
-        self._closed = threading.Event()
+        self._stop_flushing = threading.Event()  # not _closed: logging.Handler uses that name
         self._flusher = threading.Thread(target=self._flush_every, args=(interval,), name="log-flush", daemon=True)
         self._flusher.start()
 
@@ -1125,12 +1125,12 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return ""
 
     def _flush_every(self, interval: float) -> None:
-        while not self._closed.wait(interval):
+        while not self._stop_flushing.wait(interval):
             self.flush()
 
     def close(self) -> None:
         """Stop the flushing thread and write what is left."""
-        self._closed.set()
+        self._stop_flushing.set()
         self.flush()
         super().close()
 

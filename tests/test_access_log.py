@@ -151,6 +151,7 @@ def test_serve_command_writes_one_access_line_per_request_without_query_values(s
         ["GET", "/me", "401"],
     ]
     assert "query-secret" not in rest
+    assert "Traceback" not in rest and "Exception ignored" not in rest, rest
 
 
 def test_a_deferred_access_log_hands_over_nothing_on_the_requests_thread(client, app, access):

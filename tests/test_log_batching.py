@@ -133,3 +133,12 @@ def test_log_formatter_writes_the_time_as_the_standard_formatter_does():
         line = record(logging.INFO, "GET / 200")
         line.created, line.msecs = created, (created - int(created)) * 1000
         assert cached.format(line) == standard.format(line)
+
+
+def test_batched_handler_can_be_closed_twice_as_logging_shutdown_does_at_exit():
+    stream = io.StringIO()
+    handler = todo_wsgi.BatchedStreamHandler(stream, interval=3600)
+    handler.handle(record(logging.INFO, "last"))
+    handler.close()
+    handler.close()  # logging.shutdown closes every handler again at exit
+    assert stream.getvalue() == "last\n"
