@@ -1053,76 +1053,43 @@ def cmd_create_user(app: TodoApp, args: argparse.Namespace) -> int:
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
-# Arguments that no later code can change: a record with only these formats
-# the same whenever it is formatted.
-_UNCHANGING = (str, int, float, bool, type(None))
-
-
-def _reads_the_same_later(record: logging.LogRecord) -> bool:
-    """Whether formatting ``record`` later gives the line it would give now."""
-    args = record.args
-    return (
-        type(record.msg) is str
-        and record.exc_info is None
-        and record.stack_info is None
-        and (not args or (type(args) is tuple and all(type(arg) in _UNCHANGING for arg in args)))
-    )
-
-
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that formats and writes its lines in batches rather than one at a time.
+    """A stream handler that writes its lines in batches rather than one write per line.
 
     A write and flush per access-log line is a system call per request, and
     each releases the GIL to the server's other threads. Here lines gather in
     memory and go out together: every ``interval`` seconds from a thread of
     the handler's own, at once when ``batch`` lines are waiting, and at once
     for anything above INFO. ``close()`` (also run by ``logging.shutdown`` at
-    exit) writes what is left.
-
-    Formatting waits for the batch too (README, "Performance": under a loaded
-    server every µs on a request's thread costs several), but only for a
-    record that will read the same later: a text message whose arguments are
-    numbers, text or None, with no exception. Any other is formatted at once,
-    so a line always says what it said when it was logged. (This assumes, as
-    logging's own QueueHandler does, that no filter or handler changes a
-    record after handling it. A record that fails to format late is reported
-    by handleError from the flushing thread; its "Logged from" line still
-    names where it was logged.)
+    exit) writes what is left. (Under ``serve`` the access lines reach it from
+    the app's ``AccessLog`` thread, not from the requests' threads.)
     """
 
     def __init__(self, stream: Any = None, interval: float = 0.2, batch: int = 512) -> None:
         super().__init__(stream)
         self.batch = batch
-        self._pending: list[logging.LogRecord | str] = []
+        self._pending: list[str] = []
         self._stop_flushing = threading.Event()  # not _closed: logging.Handler uses that name
         self._flusher = threading.Thread(target=self._flush_every, args=(interval,), name="log-flush", daemon=True)
         self._flusher.start()
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue the record, or its line if it could change (``handle`` holds the lock); flush if due."""
+        """Queue the formatted line (``handle`` holds the lock); flush if due."""
         try:
-            self._pending.append(record if _reads_the_same_later(record) else self._line(record))
+            self._pending.append(self.format(record) + self.terminator)
             if record.levelno > logging.INFO or len(self._pending) >= self.batch:
                 self.flush()
         except Exception:
             self.handleError(record)
 
     def flush(self) -> None:
-        """Format what waits, write it in one call, then flush the stream."""
+        """Write the waiting lines in one call, then flush the stream."""
         with self.lock:  # type: ignore[union-attr]
             if self._pending:
-                pending, self._pending = self._pending, []
-                self.stream.write("".join(item if isinstance(item, str) else self._line(item) for item in pending))
+                lines, self._pending = "".join(self._pending), []
+                self.stream.write(lines)
             if self.stream and hasattr(self.stream, "flush"):
                 self.stream.flush()
-
-    def _line(self, record: logging.LogRecord) -> str:
-        """The record's line; "" if it cannot be formatted (reported, as logging does)."""
-        try:
-            return self.format(record) + self.terminator
-        except Exception:
-            self.handleError(record)
-            return ""
 
     def _flush_every(self, interval: float) -> None:
         while not self._stop_flushing.wait(interval):

@@ -48,7 +48,7 @@ CATEGORIES: list[tuple[str, Callable[[tuple[str, int, str]], bool]]] = [
             os.sep + "logging" + os.sep in f[0]
             or (
                 f[0].endswith("todo_wsgi.py")
-                and f[2] in ("emit", "flush", "_line", "_reads_the_same_later", "write", "_hand_over")
+                and f[2] in ("emit", "flush", "write", "_hand_over")
             )
         ),
     ),
