@@ -1053,6 +1053,7 @@ def cmd_create_user(app: TodoApp, args: argparse.Namespace) -> int:
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
+
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler that writes its lines in batches rather than one write per line.
 

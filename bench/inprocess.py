@@ -46,10 +46,7 @@ CATEGORIES: list[tuple[str, Callable[[tuple[str, int, str]], bool]]] = [
         "access log",
         lambda f: (
             os.sep + "logging" + os.sep in f[0]
-            or (
-                f[0].endswith("todo_wsgi.py")
-                and f[2] in ("emit", "flush", "write", "_hand_over")
-            )
+            or (f[0].endswith("todo_wsgi.py") and f[2] in ("emit", "flush", "write", "_hand_over"))
         ),
     ),
 ]
