@@ -237,24 +237,19 @@ def statements_of(conn, read):
     return seen, answer
 
 
-def test_the_token_check_and_a_page_of_todos_are_one_statement(conn):
+@pytest.mark.parametrize("route", ["list", "get"])
+def test_the_token_check_and_the_routes_data_are_one_statement(conn, route):
     alice = new_user(conn, "alice")
     created = [store.create_todo(conn, alice["id"], f"todo {n}") for n in range(3)]
-    seen, (found, todos) = statements_of(conn, lambda: store.token_account_with_todos(conn, alice["public_id"], "jti"))
+    reads = {
+        "list": (lambda: store.token_account_with_todos(conn, alice["public_id"], "jti"), created),
+        "get": (lambda: store.token_account_with_todo(conn, alice["public_id"], "jti", created[1]["id"]), created[1]),
+    }
+    read, expected = reads[route]
+    seen, (found, data) = statements_of(conn, read)
     assert len(seen) == 1
     assert found == store.get_token_account(conn, alice["public_id"], "jti")
-    assert todos == created
-
-
-def test_the_token_check_and_one_todo_are_one_statement(conn):
-    alice = new_user(conn, "alice")
-    todo = store.create_todo(conn, alice["id"], "one")
-    seen, (found, got) = statements_of(
-        conn, lambda: store.token_account_with_todo(conn, alice["public_id"], "jti", todo["id"])
-    )
-    assert len(seen) == 1
-    assert found == store.get_token_account(conn, alice["public_id"], "jti")
-    assert got == todo
+    assert data == expected
 
 
 def test_no_account_reads_no_todos(conn):
