@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# --one-cpu: about twice the requests/s on a small VM, logins slower (README, "Performance").
+# taskset keeps the server on one CPU: about twice the requests/s on a small VM (docs/performance.md).
 run: $(STAMP)
-	$(BIN)/python -m todo_wsgi serve --listen 127.0.0.1:8080 --one-cpu
+	taskset -c $$(( $$(nproc) - 1 )) $(BIN)/python -m todo_wsgi serve --listen 127.0.0.1:8080
 
 # Style and types first: a lint failure fails the tests.
 lint: $(STAMP)
@@ -36,8 +36,8 @@ test: lint
 # two servers on one PostgreSQL (needs wrk and, for the last, initdb: apt-get
 # install wrk postgresql); about 20 minutes. Rounds, seconds, threads:
 # see bench/http_bench.py and bench/pg_bench.py.
-# HTTP and threads twice: every server on one CPU, as make run serves (--one-cpu),
-# then unpinned, as waitress-serve or serve without --one-cpu.
+# HTTP and threads twice: every server on one CPU, as make run serves (taskset),
+# then unpinned.
 bench: $(STAMP)
 	$(BIN)/python bench/inprocess.py
 	$(BIN)/python bench/http_bench.py --server-cpu last

@@ -1,4 +1,4 @@
-"""Build hook only: ship openapi.json beside todo_wsgi.py. Metadata is in pyproject.toml.
+"""Build hook only: ship todo_wsgi_openapi.json beside todo_wsgi.py. Metadata is in pyproject.toml.
 
 setuptools has no pyproject setting for a data file beside top-level modules
 (package-data needs a package), so build_py copies the document into the build
@@ -13,7 +13,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-DOCUMENT = "openapi.json"
+DOCUMENT = "todo_wsgi_openapi.json"
 
 
 class BuildPyWithOpenAPI(build_py):

@@ -12,12 +12,8 @@ No module-level mutable state: everything a request touches hangs off the
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
-import collections
-import contextlib
-import getpass
 import hashlib
 import hmac
 import json
@@ -25,11 +21,9 @@ import logging
 import math
 import os
 import secrets
-import signal
 import sys
 import threading
 import time
-import traceback
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterable
@@ -38,14 +32,14 @@ from http import HTTPStatus
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlencode
 
 import jwt
 
 import store
 from router import HTTPError, Router
 
-__all__ = ["HTTPError", "Settings", "TodoApp", "create_app", "main"]
+__all__ = ["HTTPError", "Settings", "TodoApp", "create_app"]
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -54,7 +48,7 @@ Body = dict[str, Any]
 Result = tuple[int, Body | bytes] | tuple[int, Body | bytes, list[tuple[str, str]]]
 
 # Shipped beside this module: in the checkout, and in the wheel by setup.py's build_py.
-OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+OPENAPI_PATH = Path(__file__).with_name("todo_wsgi_openapi.json")
 
 
 # -- settings and create_app ---------------------------------------------------
@@ -161,12 +155,12 @@ class TodoApp:
         self.settings = settings
         self.clock = clock
         self.log = logging.getLogger("todo_wsgi")
-        self.access_log = AccessLog(logging.getLogger("todo_wsgi.access"))
+        self.access_log = logging.getLogger("todo_wsgi.access")
         # As waitress-serve does for its own logger: a default level only when
         # the operator set none, so the access log reaches whatever handler
         # the host configured (waitress.serve installs one on stderr).
-        if self.access_log.logger.level == logging.NOTSET:
-            self.access_log.logger.setLevel(logging.INFO)
+        if self.access_log.level == logging.NOTSET:
+            self.access_log.setLevel(logging.INFO)
         if settings.secret_key is not None and len(settings.secret_key.encode()) < 32:
             raise ValueError(
                 "TODO_SECRET_KEY must be at least 32 bytes (RFC 7518 3.2: an HS256 key "
@@ -186,8 +180,7 @@ class TodoApp:
         self._dummy_hash: str | None = None
 
     def close(self) -> None:
-        """Write the access-log lines still waiting, then release the database connections."""
-        self.access_log.close()
+        """Release the database connections."""
         self.db.close()
 
     def dummy_hash(self) -> str:
@@ -243,7 +236,9 @@ class TodoApp:
             payload = json_bytes(body)
             response_headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *headers]
         start_response(STATUS_LINES[status], response_headers)
-        self.access_log.write(req.method, req.path, status, started, req.account["public_id"] if req.account else "-")
+        if self.access_log.isEnabledFor(logging.INFO):
+            who = req.account["public_id"] if req.account else "-"
+            self.access_log.info("%s", access_line(environ, req.method, req.path, status, started, who))
         # RFC 9110 9.3.2: HEAD answers as GET, headers included, without content.
         return [] if req.method == "HEAD" else [payload]
 
@@ -265,18 +260,6 @@ class TodoApp:
 
 STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 
-_json_encoder = json.JSONEncoder(separators=(",", ":"))
-# The C encoder that JSONEncoder.encode builds on every call, built once (a
-# third of the encoding time of a short body). No circular-reference markers:
-# a response body is a tree of dicts and lists made for it.
-_encode_chunks = (
-    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-        None, _json_encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
-    )
-    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
-    else None
-)
-
 
 def path_for_log(path: str) -> str:
     """A request path as a log shows it: re-percent-encoded (RFC 3986 2.1), so
@@ -284,96 +267,23 @@ def path_for_log(path: str) -> str:
     return quote(path, safe="/:@!$&'()*+,;=~", encoding="latin-1", errors="backslashreplace")
 
 
-class AccessLog:
-    """The access log of one app (API.md): a line per request, through ``logging``.
-
-    Each line is method, path (as ``path_for_log`` gives it), status, ms since
-    the request began and the account's public id or "-"; never a token or a
-    body. By default a request hands its line to the logger as it ends. After
-    ``defer()`` (``python -m todo_wsgi serve`` calls it) a request only queues
-    the line's fields, and a thread of this object hands the queued lines to
-    the logger every ``interval`` seconds, each record stamped with its
-    request's time: under a loaded server, making a log record and running the
-    handlers on the request's thread cost far more than their in-process
-    time (README, "Performance"). Such records name that thread, not the
-    request's. ``close()`` hands over what is left.
-    """
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self.logger = logger
-        self._waiting: collections.deque[tuple[float, str, str, int, float, str]] | None = None
-        self._stop = threading.Event()
-        self._writer: threading.Thread | None = None
-        self._draining = threading.Lock()  # one drain at a time: lines stay in order
-
-    def write(self, method: str, path: str, status: int, started: float, who: str) -> None:
-        """Log (or queue) the line of a request that began at ``started`` (a perf_counter reading)."""
-        if not self.logger.isEnabledFor(logging.INFO):
-            return
-        ms = (time.perf_counter() - started) * 1000
-        waiting = self._waiting
-        if waiting is not None:
-            waiting.append((time.time(), method, path, status, ms, who))  # deque.append: thread-safe
-        # With no handler anywhere, logging's last resort drops INFO: skip the record.
-        elif self.logger.hasHandlers():
-            self._hand_over(time.time(), method, path, status, ms, who)
-
-    def defer(self, interval: float = 0.05) -> None:
-        """From now on queue the lines and hand them to the logger every ``interval`` seconds."""
-        if self._writer is None:
-            self._waiting = collections.deque()
-            self._writer = threading.Thread(target=self._write_every, args=(interval,), name="access-log", daemon=True)
-            self._writer.start()
-
-    def flush(self) -> None:
-        """Hand every queued line to the logger now, oldest first."""
-        self._drain(self._waiting)
-
-    def close(self) -> None:
-        """Stop the writing thread, if any, and hand over what is left; later lines go straight to the logger."""
-        waiting, self._waiting = self._waiting, None
-        self._stop.set()
-        if self._writer is not None:
-            self._writer.join()
-        self._drain(waiting)
-
-    def _drain(self, waiting: collections.deque[tuple[float, str, str, int, float, str]] | None) -> None:
-        with self._draining:
-            while waiting:
-                line = waiting.popleft()
-                if self.logger.isEnabledFor(logging.INFO) and self.logger.hasHandlers():
-                    try:
-                        self._hand_over(*line)
-                    except Exception:
-                        # A filter or handler that raises loses its line, as it
-                        # would on the request's thread, but must not stop the
-                        # rest: the queue would grow for the process's life.
-                        traceback.print_exc(file=sys.stderr)
-
-    def _write_every(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            self.flush()
-
-    def _hand_over(self, created: float, method: str, path: str, status: int, ms: float, who: str) -> None:
-        log = self.logger
-        args = (method, path_for_log(path), status, ms, who)
-        # What log.info does, less its stack walk to find the caller (a fifth
-        # of the cost of a line): the caller is always the edge of a request.
-        record = log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %d %.1fms %s", args, None)
-        # The request's time, not the record's making (later, for a queued line),
-        # in each of the three fields LogRecord derives from its time.
-        record.relativeCreated += (created - record.created) * 1000
-        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
-        log.handle(record)
+def access_line(environ: Environ, method: str, path: str, status: int, started: float, who: str) -> str:
+    """The access-log line of one request (API.md): UTC time, client address,
+    method, path (``path_for_log``), status, ms since ``started`` (a
+    perf_counter reading) and the account's public id or "-"; never a token,
+    a password, a body or the query."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    ms = (time.perf_counter() - started) * 1000
+    address = environ.get("REMOTE_ADDR") or "-"
+    return f"{stamp} {address} {method} {path_for_log(path)} {status} {ms:.1f}ms {who}"
 
 
 def json_bytes(body: Any) -> bytes:
     """Encode a response body; ASCII-only JSON, so any text survives any proxy."""
     if isinstance(body, bytes):
         return body
-    if _encode_chunks is None:
-        return _json_encoder.encode(body).encode("ascii")
-    return "".join(_encode_chunks(body, 0)).encode("ascii")
+    return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
 def cors_headers(origin: str) -> list[tuple[str, str]]:
@@ -995,7 +905,7 @@ def delete_todo(req: Request, todo_id: int) -> Result:
     return 200, {"message": "Todo item deleted!"}
 
 
-ROUTES: list[tuple[str, str, Callable[..., Result]]] = [
+ROUTES: tuple[tuple[str, str, Callable[..., Result]], ...] = (
     ("GET", "/healthz", healthz),
     ("GET", "/openapi.json", openapi),
     ("GET", "/login", login),
@@ -1015,391 +925,11 @@ ROUTES: list[tuple[str, str, Callable[..., Result]]] = [
     ("PUT", "/todo/<int:todo_id>", complete_todo),
     ("PATCH", "/todo/<int:todo_id>", patch_todo),
     ("DELETE", "/todo/<int:todo_id>", delete_todo),
-]
-
-
-# -- the command line ----------------------------------------------------------------
-
-
-def read_new_password(stdin: Any = None) -> str:
-    """One line from standard input when it is not a terminal, else asked twice."""
-    stdin = stdin or sys.stdin
-    if not stdin.isatty():
-        return str(stdin.readline()).rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Password (again): ") != first:
-        raise SystemExit("error: the passwords do not match")
-    return first
-
-
-def cmd_create_user(app: TodoApp, args: argparse.Namespace) -> int:
-    """Create an account from the command line."""
-    password = read_new_password()
-    problem = name_problem(args.name) or password_problem(password)
-    if problem:
-        print(f"error: {problem.replace('Field ', '')}", file=sys.stderr)
-        return 1
-    password_hash = hash_password(password, app.settings.pbkdf2_iterations)
-    with app.db.connection() as conn:
-        try:
-            user = app.store.create_user(conn, str(uuid.uuid4()), args.name, password_hash, args.admin)
-        except app.store.NameTaken:
-            print(f"error: the name {args.name!r} is already taken", file=sys.stderr)
-            return 1
-    role = "admin" if args.admin else "user"
-    print(f"created {role} {user['name']} ({user['public_id']})")
-    return 0
-
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-
-
-class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that writes its lines in batches rather than one write per line.
-
-    A write and flush per access-log line is a system call per request, and
-    each releases the GIL to the server's other threads. Here lines gather in
-    memory and go out together: every ``interval`` seconds from a thread of
-    the handler's own, at once when ``batch`` lines are waiting, and at once
-    for anything above INFO. ``close()`` (also run by ``logging.shutdown`` at
-    exit) writes what is left. (Under ``serve`` the access lines reach it from
-    the app's ``AccessLog`` thread, not from the requests' threads.)
-    """
-
-    def __init__(self, stream: Any = None, interval: float = 0.2, batch: int = 512) -> None:
-        super().__init__(stream)
-        self.batch = batch
-        self._pending: list[str] = []
-        self._stop_flushing = threading.Event()  # not _closed: logging.Handler uses that name
-        self._flusher = threading.Thread(target=self._flush_every, args=(interval,), name="log-flush", daemon=True)
-        self._flusher.start()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Queue the formatted line (``handle`` holds the lock); flush if due."""
-        try:
-            self._pending.append(self.format(record) + self.terminator)
-            if record.levelno > logging.INFO or len(self._pending) >= self.batch:
-                self.flush()
-        except Exception:
-            self.handleError(record)
-
-    def flush(self) -> None:
-        """Write the waiting lines in one call, then flush the stream."""
-        with self.lock:  # type: ignore[union-attr]
-            if self._pending:
-                lines, self._pending = "".join(self._pending), []
-                self.stream.write(lines)
-            if self.stream and hasattr(self.stream, "flush"):
-                self.stream.flush()
-
-    def _flush_every(self, interval: float) -> None:
-        while not self._stop_flushing.wait(interval):
-            self.flush()
-
-    def close(self) -> None:
-        """Stop the flushing thread and write what is left."""
-        self._stop_flushing.set()
-        self.flush()
-        super().close()
-
-
-class LogFormatter(logging.Formatter):
-    """``logging.Formatter`` with its default time text, made once per second rather than per line."""
-
-    _second = -1
-    _text = ""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        """As the base class without ``datefmt``: ``2026-11-25 12:00:00,123``, local time."""
-        if datefmt is not None:
-            return super().formatTime(record, datefmt)
-        second = int(record.created)
-        if second != self._second:
-            self._text = time.strftime(self.default_time_format, self.converter(second))
-            self._second = second
-        return self.default_msec_format % (self._text, record.msecs)  # type: ignore[operator]
-
-
-def configure_logging(stream: Any = None) -> BatchedStreamHandler:
-    """Log INFO and above to ``stream`` (standard error) in ``LOG_FORMAT``, batched.
-
-    What ``python -m todo_wsgi serve`` (and the HTTP benchmark) runs with: the
-    access log costs a log record in memory per request, formatted and
-    written with the others of its batch within a fifth of a second. The caller closes the
-    returned handler when done (or leaves it to ``logging.shutdown`` at exit).
-    """
-    handler = BatchedStreamHandler(stream)
-    handler.setFormatter(LogFormatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    return handler
-
-
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
-def pin_process(cpu: int | None = None) -> int:
-    """Keep every thread of this process on one CPU, ``cpu`` or else the last it may use; return it.
-
-    Python code runs on one core at a time in a process (the GIL). Spread over
-    several cores, each hand-over of the GIL between waitress's threads wakes
-    another core, and on a small VM that costs more than the work: pinned,
-    one server served about twice the requests (README, "Performance"). Every
-    thread already started is moved too; those started later inherit it.
-    Linux only (os.sched_setaffinity).
-    """
-    if cpu is None:
-        cpu = max(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpu})  # this thread first: what it starts from now on inherits it
-    pinned: set[str] = set()
-    while tasks := set(os.listdir("/proc/self/task")) - pinned:  # again, for threads started meanwhile
-        for task in tasks:
-            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
-                os.sched_setaffinity(int(task), {cpu})
-        pinned |= tasks
-    return cpu
-
-
-def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
-    """Serve under waitress with limits that bound what one client can take."""
-    import waitress
-
-    if args.one_cpu and not hasattr(os, "sched_setaffinity"):
-        print("error: --one-cpu needs Linux (os.sched_setaffinity)", file=sys.stderr)
-        return 1
-    pinned = pin_process() if args.one_cpu else None
-    handler = configure_logging()
-    app.access_log.defer()
-    if pinned is not None:
-        logging.getLogger("todo_wsgi").info("serving on CPU %d only (--one-cpu)", pinned)
-    # SIGTERM stops waitress as Ctrl-C does (it catches SystemExit), so the
-    # last access-log lines are written before the process ends.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    # waitress refuses trusted_proxy_headers=None: name the proxy settings only when a proxy is set.
-    proxy = os.environ.get("TODO_TRUSTED_PROXY")
-    proxy_settings: dict[str, Any] = {}
-    if proxy:
-        headers = os.environ.get("TODO_TRUSTED_PROXY_HEADERS", "x-forwarded-for")
-        proxy_settings = {"trusted_proxy": proxy, "trusted_proxy_headers": headers}
-    waitress.serve(
-        app,
-        listen=args.listen,
-        threads=args.threads,
-        # Bounds on one client's reach (README, "Security").
-        connection_limit=100,
-        channel_timeout=30,
-        max_request_header_size=16384,
-        max_request_body_size=app.settings.max_body_bytes + 1024,
-        **proxy_settings,
-        clear_untrusted_proxy_headers=True,
-        ident="todo-wsgi",
-    )
-    # The queued lines, before the handler that writes them closes; a second
-    # SIGTERM meanwhile must not cut that short.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        app.access_log.close()
-    finally:
-        handler.close()
-    return 0
-
-
-def cmd_list_users(app: TodoApp, args: argparse.Namespace) -> int:
-    """Print every account, one tab-separated line each: public id, role, name."""
-    with app.db.connection() as conn:
-        users = app.store.list_users(conn)
-    for user in users:
-        # Names hold no control characters, so a tab or newline never comes from one.
-        print(f"{user['public_id']}\t{'admin' if user['admin'] else 'user'}\t{user['name']}")
-    return 0
-
-
-def cmd_set_password(app: TodoApp, args: argparse.Namespace) -> int:
-    """Set an account's password from the command line; its tokens stop working."""
-    with app.db.connection() as conn:
-        user = app.store.get_user_by_name(conn, args.name)
-    if user is None:
-        print(f"error: no account is named {args.name!r}", file=sys.stderr)
-        return 1
-    password = read_new_password()
-    problem = password_problem(password)
-    if problem:
-        print(f"error: {problem.replace('Field ', '')}", file=sys.stderr)
-        return 1
-    password_hash = hash_password(password, app.settings.pbkdf2_iterations)
-    with app.db.connection() as conn:
-        if app.store.update_user(conn, user["public_id"], password_hash=password_hash, now=app.clock()) is None:
-            print(f"error: the account {args.name!r} was deleted meanwhile", file=sys.stderr)
-            return 1
-    print(f"password set for {user['name']} ({user['public_id']}); its earlier tokens no longer work")
-    return 0
-
-
-def cmd_backup(app: TodoApp, args: argparse.Namespace) -> int:
-    """Copy the database to a file, safely while it is being served."""
-    target = Path(args.path)
-    # Written beside the target and renamed into place: a failed backup
-    # leaves the previous one whole, and nobody sees a half-written copy.
-    partial = target.with_name(target.name + ".partial")
-    try:
-        partial.unlink(missing_ok=True)  # left by a backup that was killed
-        with app.db.connection() as conn:
-            app.store.backup(conn, str(partial))
-        os.replace(partial, target)
-    except RuntimeError as exc:  # PostgreSQL: the store says to use pg_dump
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (OSError, *app.store.UNAVAILABLE) as exc:
-        partial.unlink(missing_ok=True)
-        print(f"error: cannot write {target}: {exc}", file=sys.stderr)
-        return 1
-    print(f"backed up {app.settings.database} to {target} ({target.stat().st_size} bytes)")
-    return 0
-
-
-def cmd_check(app: TodoApp, args: argparse.Namespace) -> int:
-    """Report the schema version and the database's integrity; 1 if anything is wrong."""
-    with app.db.connection() as conn:
-        version = app.store.schema_version(conn)
-        problems = app.store.integrity_errors(conn)
-    expected = app.store.SCHEMA_VERSION
-    if version != expected:
-        problems.insert(0, f"schema version {version}, but this code expects {expected}")
-    print(f"schema version: {version} (this code: {expected})")
-    for problem in problems:
-        print(f"problem: {problem}")
-    print("integrity: ok" if not problems else f"integrity: {len(problems)} problem(s)")
-    return 1 if problems else 0
-
-
-def cmd_copy_to(app: TodoApp, args: argparse.Namespace) -> int:
-    """Copy this database into an empty one at URL: accounts, to-dos, signing key, deny-list."""
-    try:
-        target_store = backend_for(args.url)
-        target = target_store.open_database(args.url, 1)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    try:
-        with app.db.connection() as source, target.connection() as conn:
-            counts = target_store.import_rows(conn, app.store.export_rows(source))
-    except ValueError as exc:  # the target is not empty
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        target.close()
-    print(
-        f"copied {counts['users']} accounts, {counts['todos']} to-dos, the signing key and "
-        f"{counts['revoked_tokens']} revoked tokens to {redact(args.url)}; "
-        "point TODO_DATABASE there and start the servers"
-    )
-    return 0
-
-
-def redact(url: str) -> str:
-    """A database URL fit to print: any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
-
-
-COMMANDS: dict[str, Callable[[TodoApp, argparse.Namespace], int]] = {
-    "create-user": cmd_create_user,
-    "list-users": cmd_list_users,
-    "set-password": cmd_set_password,
-    "backup": cmd_backup,
-    "check": cmd_check,
-    "copy-to": cmd_copy_to,
-    "serve": cmd_serve,
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m todo_wsgi`` argument parser."""
-    parser = argparse.ArgumentParser(prog="python -m todo_wsgi", description="todo-wsgi operator commands")
-    parser.add_argument("--database", help="SQLite file or postgresql:// URL (default: $TODO_DATABASE or todo.db)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    create = commands.add_parser("create-user", help="create an account; password from stdin or prompted twice")
-    create.add_argument("name")
-    create.add_argument("--admin", action="store_true", help="make the account an admin")
-    commands.add_parser(
-        "list-users",
-        help="list every account",
-        description="Print one tab-separated line per account: public id, role (admin or user), name.",
-    )
-    set_password = commands.add_parser(
-        "set-password",
-        help="set an account's password; password from stdin or prompted twice",
-        description="Set the password of the account NAME, read as one line from standard input when it is "
-        "not a terminal, else prompted twice. Every token issued to the account before stops working.",
-    )
-    set_password.add_argument("name")
-    backup = commands.add_parser(
-        "backup",
-        help="copy the SQLite database to PATH, safely while serving",
-        description="Copy the SQLite database to PATH with SQLite's online backup API: a consistent "
-        "snapshot, safe while the service is running. PATH is replaced only once the copy is whole. "
-        "On PostgreSQL, use pg_dump instead.",
-    )
-    backup.add_argument("path", metavar="PATH")
-    commands.add_parser(
-        "check",
-        help="check the database's integrity and schema version",
-        description="Run the database's integrity check and compare its schema version with this code's; "
-        "exit 1 if anything is wrong.",
-    )
-    copy_to = commands.add_parser(
-        "copy-to",
-        help="copy this database into an empty one at URL (the move to PostgreSQL)",
-        description="Copy every account (with its password hash, public id and token cut-off), every to-do "
-        "(with its id), the signing key and the logout deny-list into the empty database at URL, in one "
-        "transaction; refuse one that already holds accounts or to-dos. Tokens issued before the copy "
-        "work against it. Stop the servers first: writes made during the copy are not carried.",
-    )
-    copy_to.add_argument("url", metavar="URL", help="postgresql://USER:PASSWORD@HOST/DB (or a SQLite file)")
-    serve = commands.add_parser("serve", help="serve the API under waitress")
-    serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
-    # 4, from bench/threads.py (README, "Performance"): as many requests/s as 2 or 8
-    # on 2 cores, and two logins hashing at once still leave two threads serving.
-    serve.add_argument("--threads", type=int, default=4, help="waitress worker threads (default 4)")
-    serve.add_argument(
-        "--one-cpu",
-        action="store_true",
-        help="keep the server on one CPU, the last it may use (Linux; about twice the requests/s on a small VM)",
-    )
-    return parser
-
-
-# Commands for a database that exists: a mistyped path must not create an
-# empty one, and then back it up or call it healthy.
-EXISTING_DATABASE_COMMANDS = frozenset({"list-users", "set-password", "backup", "check", "copy-to"})
-
-
-def require_existing(database: str) -> None:
-    """Raise if ``database`` names a SQLite file that is not there."""
-    path = database.removeprefix("sqlite:///")
-    if not database.startswith(("postgresql://", "postgres://")) and not Path(path).is_file():
-        raise RuntimeError(f"no database at {path} (give --database or TODO_DATABASE)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one operator command; return its exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command in EXISTING_DATABASE_COMMANDS:
-            require_existing(Settings.resolve(database=args.database).database)
-        app = create_app(database=args.database)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    try:
-        return COMMANDS[args.command](app, args)
-    finally:
-        app.close()
+)
 
 
 if __name__ == "__main__":
+    # python -m todo_wsgi: hand over to the operator's module, at run time only.
+    from todo_wsgi_cli import main
+
     sys.exit(main())

@@ -44,8 +44,8 @@ def make_floor(
     log). Served like the ceiling, it shows what any app that reads the
     database on every request, as API.md requires, can reach on this server
     and machine. With ``access_log``, it also writes the access-log line API.md
-    requires, through todo-wsgi's own ``AccessLog`` set up as ``serve`` sets
-    it (deferred): the least that any app keeping both rules must do per request.
+    requires, through todo-wsgi's own ``access_line``: the least that any app
+    keeping both rules must do per request.
     """
     import logging
     import time
@@ -55,10 +55,7 @@ def make_floor(
 
     database_handle = store.open_database(database)
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    log = None
-    if access_log:
-        log = todo_wsgi.AccessLog(logging.getLogger("todo_wsgi.access"))
-        log.defer()
+    log = logging.getLogger("todo_wsgi.access") if access_log else None
 
     def floor(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -71,7 +68,7 @@ def make_floor(
         assert found is not None, "the floor's account is missing"
         start_response("200 OK", headers)
         if log is not None:
-            log.write(environ["REQUEST_METHOD"], path, 200, started, public_id)
+            log.info("%s", todo_wsgi.access_line(environ, environ["REQUEST_METHOD"], path, 200, started, public_id))
         return [body]
 
     return floor

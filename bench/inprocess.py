@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 
 import todo_wsgi
+import todo_wsgi_cli
 
 # (label, predicate on a profiled function (file, line, name)); first match wins.
 CATEGORIES: list[tuple[str, Callable[[tuple[str, int, str]], bool]]] = [
@@ -126,9 +127,7 @@ def main() -> int:
 
 class AccessLogToFile:
     """While inside: ``app`` logs to a file as ``python -m todo_wsgi serve`` logs to
-    standard error (``configure_logging``: its format, in batches; the app's access
-    log deferred). Its writing thread never fires: ``timed`` hands the queued
-    lines over at the end of each batch, so their cost is in the timings."""
+    standard error (``todo_wsgi_cli.configure_logging``), a line per request."""
 
     def __init__(self, path: str, app: todo_wsgi.TodoApp) -> None:
         self.path = path
@@ -137,24 +136,14 @@ class AccessLogToFile:
 
     def __enter__(self) -> AccessLogToFile:
         self.stream = open(self.path, "a")
-        self.handler = todo_wsgi.configure_logging(self.stream)
-        self.immediate = self.app.access_log
-        self.app.access_log = todo_wsgi.AccessLog(self.immediate.logger)
-        self.app.access_log.defer(interval=3600)
+        self.handler = todo_wsgi_cli.configure_logging(self.stream)
         return self
 
     def timed(self, run: Callable[[int], None]) -> Callable[[int], None]:
-        """``run``, then the hand-over of the lines it queued."""
-
-        def run_and_hand_over(n: int) -> None:
-            run(n)
-            self.app.access_log.flush()
-
-        return run_and_hand_over
+        """``run``, logging as served."""
+        return run
 
     def __exit__(self, *exc: object) -> None:
-        self.app.access_log.close()
-        self.app.access_log = self.immediate
         logging.getLogger().removeHandler(self.handler)
         self.handler.close()
         self.stream.close()
@@ -176,7 +165,7 @@ def report(app: Any, seeded: common.Seeded, batch: int, repeat: int, iterations:
     print(
         f"harness (environ copy + call of a null app): {harness * 1e6:.2f} us, subtracted below\n"
         "no log: logging not configured (embedded, as in tests); access log: one line per request\n"
-        "to a file as python -m todo_wsgi serve and make run log (configure_logging, access log deferred)\n"
+        "to a file as python -m todo_wsgi serve and make run log (todo_wsgi_cli.configure_logging)\n"
     )
     print(f"{'scenario':<10}{'us, no log':>12}{'us, access log':>16}")
     rows = []
@@ -193,10 +182,7 @@ def report(app: Any, seeded: common.Seeded, batch: int, repeat: int, iterations:
         label = f"login ({iterations} iterations)" if scenario.name == "login" else scenario.name
         print(f"{label:<10}{common.median(plain) * 1e6:>12.1f}{common.median(logged) * 1e6:>16.1f}")
         rows.append((scenario, run, n))
-    print(
-        "\nwhere the time goes, access log on (cProfile, % of profiled time; the profiler inflates small calls;"
-        "\nthe queued access-log lines are handed over at the end of each batch, counted as access log)"
-    )
+    print("\nwhere the time goes, access log on (cProfile, % of profiled time; the profiler inflates small calls;)")
     labels = [label for label, _ in CATEGORIES]
     print(f"{'scenario':<10}" + "".join(f"{label:>15}" for label in labels) + f"{'rest':>8}")
     with AccessLogToFile(log_file, app) as to_file:

@@ -3,9 +3,9 @@
 Run as a subprocess by the benchmarks: prints ``PORT <n>`` on its first line
 of standard output once listening, then serves until terminated. Both apps get
 the same waitress settings as ``python -m todo_wsgi serve`` (threads, limits)
-and the same logging (``todo_wsgi.configure_logging()``: standard error, in
-batches), so todo-wsgi writes its access log line per request there, as
-deployed; ``--no-access-log`` turns it off to show what the line costs.
+and the same logging (``todo_wsgi_cli.configure_logging()``: standard error),
+so todo-wsgi writes its access log line per request there, as deployed;
+``--no-access-log`` turns it off to show what the line costs.
 
     python bench/serve.py todo --threads 4       # settings from TODO_* variables
     python bench/serve.py ceiling --threads 4 --body-file FILE
@@ -35,14 +35,16 @@ def main() -> int:
     parser.add_argument("--public-id", help="the floor's account (its reads are this account's)")
     parser.add_argument("--no-access-log", action="store_true", help="todo-wsgi's access log off")
     parser.add_argument("--access-log", action="store_true", help="the floor writes todo-wsgi's access-log line")
-    parser.add_argument("--cpu", type=int, help="keep the server on this CPU (as serve --one-cpu does)")
+    parser.add_argument("--cpu", type=int, help="keep the server on this CPU (as taskset -c N would)")
     args = parser.parse_args()
     import todo_wsgi
 
     if args.cpu is not None:
-        todo_wsgi.pin_process(args.cpu)
+        # Before any thread starts, so every thread inherits it (as taskset would).
+        os.sched_setaffinity(0, {args.cpu})
+    import todo_wsgi_cli
 
-    handler = todo_wsgi.configure_logging()  # as python -m todo_wsgi serve does
+    handler = todo_wsgi_cli.configure_logging()  # as python -m todo_wsgi serve does
     if args.no_access_log:
         logging.getLogger("todo_wsgi.access").setLevel(logging.WARNING)
     # waitress warns "Task queue depth is N" each time a request waits for a
@@ -51,7 +53,6 @@ def main() -> int:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     if args.app == "todo":
         app = todo_wsgi.create_app()
-        app.access_log.defer()  # as serve does
     elif args.app == "first-cut":
         app = ceiling.make_first_cut(os.environ["TODO_DATABASE"], os.environ["TODO_SECRET_KEY"])
     else:

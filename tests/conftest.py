@@ -30,6 +30,7 @@ import pytest
 from webtest import TestApp
 
 import todo_wsgi
+import todo_wsgi_cli
 
 ITERATIONS = 1000
 ADMIN_PASSWORD = "admin-password-1"
@@ -230,7 +231,7 @@ def run_command(monkeypatch: pytest.MonkeyPatch) -> RunCommand:
             patch.setattr(sys, "stdin", io.StringIO(stdin))
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 try:
-                    status = todo_wsgi.main(list(args))
+                    status = todo_wsgi_cli.main(list(args))
                 except SystemExit as exited:
                     if isinstance(exited.code, str):
                         print(exited.code, file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 import todo_wsgi
+import todo_wsgi_cli
 from tests.conftest import USER_PASSWORD, basic
 
 MAX_ID = 2**63 - 1
@@ -81,7 +82,7 @@ def test_check_on_postgresql_reports_a_to_do_whose_owner_is_gone(database, app, 
             "SET LOCAL session_replication_role = replica"
         )  # foreign keys not enforced, as after a bad restore
         conn.execute("INSERT INTO todos (owner_id, text) VALUES (4242, 'orphan')")
-    assert todo_wsgi.main(["--database", database, "check"]) == 1
+    assert todo_wsgi_cli.main(["--database", database, "check"]) == 1
     out = capsys.readouterr().out
     assert "problem: todos row 1 refers to a missing users row" in out
     assert "integrity: 1 problem(s)" in out

@@ -1,7 +1,7 @@
 """The operator's commands: create-user, and serving with waitress-serve.
 
 The first test and the waitress-serve one run real child processes, as an
-operator does; the rest call ``todo_wsgi.main`` in-process with the same
+operator does; the rest call ``todo_wsgi_cli.main`` in-process with the same
 environment and standard input (the ``run_command`` fixture), which is faster
 and lets coverage see them."""
 
@@ -21,7 +21,7 @@ from wsgiref.validate import validator
 import pytest
 from webtest import TestApp
 
-import todo_wsgi
+import todo_wsgi_cli
 from tests.conftest import ITERATIONS, basic
 
 PASSWORD = "cli-password-1"
@@ -93,7 +93,7 @@ def test_create_user_on_a_terminal_asks_twice_and_creates_the_account(run_comman
     prompts = []
     monkeypatch.setattr(getpass, "getpass", lambda prompt: prompts.append(prompt) or next(answers))
     monkeypatch.setattr(sys, "stdin", Terminal())
-    assert todo_wsgi.main(["--database", database, "create-user", "carol"]) == 0
+    assert todo_wsgi_cli.main(["--database", database, "create-user", "carol"]) == 0
     assert prompts == ["Password: ", "Password (again): "]
     client.post("/login", headers=basic("carol", PASSWORD), status=200)
 
@@ -105,7 +105,7 @@ def test_create_user_on_a_terminal_with_passwords_that_differ_exits_1_and_create
     monkeypatch.setattr(getpass, "getpass", lambda prompt: next(answers))
     monkeypatch.setattr(sys, "stdin", Terminal())
     with pytest.raises(SystemExit, match="the passwords do not match"):
-        todo_wsgi.main(["--database", database, "create-user", "carol"])
+        todo_wsgi_cli.main(["--database", database, "create-user", "carol"])
     client.post("/login", headers=basic("carol", PASSWORD), status=401)
 
 

@@ -1,6 +1,6 @@
 """The operator's everyday commands: list-users, set-password, backup, check, and --help on each.
 
-Each command runs through ``todo_wsgi.main`` with the environment, standard
+Each command runs through ``todo_wsgi_cli.main`` with the environment, standard
 input and output a child process would have (the ``run_command`` fixture),
 on this test's database; tests/test_cli.py runs real child processes.
 """
@@ -17,15 +17,16 @@ import pytest
 from webtest import TestApp
 
 import todo_wsgi
+import todo_wsgi_cli
 from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, RunCommand, add_account, basic, login
 
 NEW_PASSWORD = "a-brand-new-password"
 
 
-@pytest.mark.parametrize("command", sorted(todo_wsgi.COMMANDS))
+@pytest.mark.parametrize("command", sorted(todo_wsgi_cli.COMMANDS))
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
-        todo_wsgi.main([command, "--help"])
+        todo_wsgi_cli.main([command, "--help"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: python -m todo_wsgi {command} ")
 

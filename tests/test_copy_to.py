@@ -16,6 +16,7 @@ import pytest
 from webtest import TestApp
 
 import todo_wsgi
+import todo_wsgi_cli
 from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login
 
 
@@ -57,7 +58,7 @@ def world(
 
 def copy_to(database: str, url: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """Run the command as an operator would (in-process): (exit status, stdout, stderr)."""
-    status = todo_wsgi.main(["--database", database, "copy-to", url])
+    status = todo_wsgi_cli.main(["--database", database, "copy-to", url])
     out, err = capsys.readouterr()
     return status, out, err
 

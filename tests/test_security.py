@@ -26,7 +26,7 @@ import pytest
 import waitress
 
 import store
-import todo_wsgi
+import todo_wsgi_cli
 from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login
 from tests.live import LiveServer
 
@@ -286,7 +286,7 @@ def serve_settings(monkeypatch, database):
 
     def run(*args: str) -> dict[str, Any]:
         captured.clear()
-        assert todo_wsgi.main(["--database", database, "serve", *args]) == 0
+        assert todo_wsgi_cli.main(["--database", database, "serve", *args]) == 0
         return dict(captured)
 
     return run
