@@ -2,8 +2,15 @@
 
 Owns all SQL for the embedded backend. Knows nothing of HTTP, JSON or tokens:
 functions take a connection first and return plain dicts, ``None`` or a bool,
-and the caller decides what that means for a response. ``store_pg.py`` holds
-the same functions, in the same order, for PostgreSQL.
+or raise one of the error types below, and the caller decides what that means
+for a response. ``store_pg.py`` holds the same functions, in the same order,
+for PostgreSQL, and imports from here what is the same for both (error types,
+row shapes, name keys); ``diff store.py store_pg.py`` reads as the dialect.
+
+Every write that acts for someone (a ``Caller``: the session a request comes
+from) checks inside its own transaction that the session still exists and, for
+an admin's write, that its account is still an admin: whatever changed while
+the caller spent a slow step (hashing) is seen by the write itself.
 
 Must not import todo_wsgi, router, or anything web-related.
 """
@@ -12,9 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 BACKEND = "sqlite"
@@ -23,24 +33,95 @@ BACKEND = "sqlite"
 # passing one to sqlite3 raises OverflowError instead of finding nothing.
 MAX_ID = 2**63 - 1
 
-
-# Errors meaning "the database cannot answer now": the edge answers 503.
-UNAVAILABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
-
-
-# Both stores raise these two (store_pg.py imports them), so a caller catches
-# one type whichever backend it has.
-class NameTaken(Exception):
-    """An account with that name already exists."""
+# How long a write waits for another connection's lock before giving up (503).
+BUSY_TIMEOUT_MS = 5000
 
 
-class LastAdmin(Exception):
+# -- what a write can refuse (both stores raise these) ---------------------------
+
+
+class Refused(Exception):
+    """A write refused for a reason the caller answers; nothing was written."""
+
+
+class NameTaken(Refused):
+    """An account with that name (by its name key) already exists."""
+
+
+class LastAdmin(Refused):
     """The change would leave no admin account."""
 
 
+class SessionEnded(Refused):
+    """The caller's session no longer exists (logged out, password changed, account deleted)."""
+
+
+class NotAdmin(Refused):
+    """The caller's account is no longer an admin."""
+
+
+class TooManyTodos(Refused):
+    """The account already holds its maximum of to-dos."""
+
+
+class PasswordChanged(Refused):
+    """The password hash is no longer the one that was verified."""
+
+
+class Caller(NamedTuple):
+    """Who a write acts for: a session and the public id of its account."""
+
+    session_id: str
+    public_id: str
+
+
+# SQLite's primary result codes for a fault a client can wait out: busy,
+# locked, full, I/O error, cannot open, read-only. Anything else (no such
+# column, a syntax error, a constraint this code did not expect) is a bug.
+_TRANSIENT = frozenset({5, 6, 13, 10, 14, 8})
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether ``error`` means "the database cannot answer now" (503), not a bug (500)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(error, sqlite3.Error) and code is not None and code & 0xFF in _TRANSIENT
+
+
+# -- schema --------------------------------------------------------------------
+
+
+def name_key(name: str) -> str:
+    """The key that makes names unique: NFKC case fold (so Admin, ADMIN and a full-width admin are one)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def name_keys(accounts: Iterable[tuple[int, str]]) -> Iterator[tuple[str, int]]:
+    """(name key, id) for accounts given as (id, name) in id order, for the migration
+    that made names unique by key. Names that collide by key keep working under
+    their exact names: the oldest account keeps the key, each later one gets
+    the key plus a control character and its id (which no name can hold), so
+    no new account can take any of them. Each such account is logged."""
+    taken: set[str] = set()
+    for user_id, name in accounts:
+        key = name_key(name)
+        if key in taken:
+            logging.getLogger("todo_wsgi.store").warning(
+                "account %d: its name collides with an older account's by case or form; it keeps its name", user_id
+            )
+            key = f"{key}\x1f{user_id}"
+        taken.add(key)
+        yield key, user_id
+
+
+def _fill_name_keys(conn: sqlite3.Connection) -> None:
+    rows = conn.execute("SELECT id, name FROM users ORDER BY id").fetchall()
+    conn.executemany("UPDATE users SET name_key = ? WHERE id = ?", name_keys(rows))
+
+
 # Each step runs in one transaction together with its user_version bump, so a
-# crash mid-migration leaves the database at the previous version, never between.
-MIGRATIONS: list[str] = [
+# crash mid-migration leaves the database at the previous version, never
+# between. A step is SQL, or a function for what SQL cannot compute.
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     CREATE TABLE users (
         id INTEGER PRIMARY KEY,
@@ -74,17 +155,35 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (name, address)
     );
     """,
-    # GET /todo without a filter lists in id order: todos_owner (owner_id,
-    # complete, id) gives (complete, id) order, so SQLite sorted all of an
-    # account's to-dos for every page. This index serves that page directly.
+    # GET /todo without a filter lists in id order: this index serves that page directly.
+    "CREATE INDEX todos_owner_id ON todos (owner_id, id)",
+    # Throttle rows of windows that have passed are pruned at each attempt.
+    "CREATE INDEX login_failures_window ON login_failures (window_start)",
+    # Sessions replace the logout deny-list and the password cut-off: a token
+    # names its session, and logging out, a password change or deleting the
+    # account deletes sessions. Tokens issued before this step stop working.
+    # Names become unique by their NFKC case fold. Failed logins are also
+    # counted per client address, across names.
     """
-    CREATE INDEX todos_owner_id ON todos (owner_id, id);
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX sessions_user ON sessions (user_id);
+    CREATE INDEX sessions_expiry ON sessions (expires_at);
+    DROP TABLE revoked_tokens;
+    ALTER TABLE users DROP COLUMN tokens_valid_after;
+    ALTER TABLE users ADD COLUMN name_key TEXT;
+    CREATE TABLE address_failures (
+        address TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        window_start REAL NOT NULL
+    );
+    CREATE INDEX address_failures_window ON address_failures (window_start)
     """,
-    # Throttle rows of windows that have passed are pruned at each attempt:
-    # a client inventing names must not grow the table without bound.
-    """
-    CREATE INDEX login_failures_window ON login_failures (window_start);
-    """,
+    _fill_name_keys,
+    "CREATE UNIQUE INDEX users_name_fold ON users (name_key)",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -102,15 +201,16 @@ class Database:
     """
 
     def __init__(self, path: str) -> None:
-        if path == ":memory:" or path.startswith("file::memory:"):
+        if path == ":memory:" or path.startswith("file:"):
             # Every connection to :memory: is its own empty database: each
             # waitress thread would see different data.
-            raise ValueError("database ':memory:' cannot be shared between threads; give a file path")
+            raise ValueError(f"database {path!r} cannot be shared between threads; give a file path")
         self.path = path
         self.url = path
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        create_private(path)
         with self.connection() as conn:
             require_json(conn)
             migrate(conn)
@@ -149,27 +249,32 @@ def open_database(url: str, pool_size: int = 4) -> Database:
     return Database(url.removeprefix("sqlite:///"))
 
 
+def create_private(path: str) -> None:
+    """Create ``path`` readable by its owner only (0600), whatever the umask, if it is not there.
+
+    SQLite gives the -wal and -shm files the database file's mode, so they
+    are private too; an existing file keeps the mode it has.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
 def connect(path: str) -> sqlite3.Connection:
     """Open a connection with every PRAGMA this service relies on."""
     # isolation_level=None: the sqlite3 module opens no implicit transactions;
     # every write below is inside an explicit transaction().
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
     conn.execute("PRAGMA journal_mode = WAL")
     # In WAL mode NORMAL never corrupts the file; a process crash loses
-    # nothing committed, a power cut may lose the last commits (README).
+    # nothing committed, a power cut may lose the last commits (docs/operations.md).
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
 
 
 def require_json(conn: sqlite3.Connection) -> None:
-    """Refuse, at start, an SQLite without its JSON functions (built in since 3.38).
-
-    The list read (token_account_with_todos) needs json_group_array; without
-    this check such a build would answer every GET /todo with an error.
-    """
+    """Refuse, at start, an SQLite without its JSON functions (built in since 3.38)."""
     try:
         conn.execute("SELECT json_array()").fetchone()
     except sqlite3.OperationalError:
@@ -183,32 +288,40 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """Run the block as one write transaction; roll back on any exception.
 
     BEGIN IMMEDIATE takes the write lock up front, so a read that decides a
-    write (is this the last admin? is the name free?) cannot be overtaken by
-    another connection between the read and the write.
+    write (is this the last admin? is the session still there?) cannot be
+    overtaken by another connection between the read and the write. A COMMIT
+    that fails (a full disk, a deferred constraint) leaves SQLite inside the
+    transaction: it is rolled back too, so the connection is never left in one
+    (as sqlite-utils' ``atomic()`` does).
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema to SCHEMA_VERSION; return the version found before."""
     (found,) = conn.execute("PRAGMA user_version").fetchone()
+    if found > SCHEMA_VERSION:
+        raise RuntimeError(f"database schema version {found} is newer than this code ({SCHEMA_VERSION})")
     for version in range(found, SCHEMA_VERSION):
         with transaction(conn):
             (current,) = conn.execute("PRAGMA user_version").fetchone()
             if current > version:  # another process migrated meanwhile
                 continue
-            for statement in MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            step = MIGRATIONS[version]
+            if callable(step):
+                step(conn)
+            else:
+                for statement in step.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1:d}")
-    if found > SCHEMA_VERSION:
-        raise RuntimeError(f"database schema version {found} is newer than this code ({SCHEMA_VERSION})")
     return int(found)
 
 
@@ -223,11 +336,7 @@ def ping(conn: sqlite3.Connection) -> None:
 
 
 def integrity_errors(conn: sqlite3.Connection) -> list[str]:
-    """Return what PRAGMA integrity_check and foreign_key_check find wrong; empty when all is well.
-
-    integrity_check reads every page but not foreign keys; foreign_key_check
-    finds a to-do whose owner is gone (as store_pg.integrity_errors does).
-    """
+    """Return what PRAGMA integrity_check and foreign_key_check find wrong; empty when all is well."""
     rows = [row[0] for row in conn.execute("PRAGMA integrity_check")]
     problems = [] if rows == ["ok"] else rows
     for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check"):
@@ -236,7 +345,8 @@ def integrity_errors(conn: sqlite3.Connection) -> list[str]:
 
 
 def backup(conn: sqlite3.Connection, target: str) -> None:
-    """Copy the live database to ``target`` with SQLite's online backup API."""
+    """Copy the live database to ``target`` (created 0600) with SQLite's online backup API."""
+    create_private(target)
     with contextlib.closing(sqlite3.connect(target)) as dest:
         conn.backup(dest)
 
@@ -247,180 +357,229 @@ def backup(conn: sqlite3.Connection, target: str) -> None:
 def get_or_create_secret(conn: sqlite3.Connection, name: str, candidate: str) -> str:
     """Return the stored secret ``name``, storing ``candidate`` if there is none.
 
-    INSERT OR IGNORE then SELECT, in one transaction: two processes starting at
+    Insert-if-absent then read, in one transaction: two processes starting at
     once agree on whichever key was stored first.
     """
     with transaction(conn):
-        conn.execute("INSERT OR IGNORE INTO app_secrets (name, value) VALUES (?, ?)", (name, candidate))
+        conn.execute(
+            "INSERT INTO app_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, candidate)
+        )
         row = conn.execute("SELECT value FROM app_secrets WHERE name = ?", (name,)).fetchone()
-    return str(row["value"])
+    return str(row[0])
+
+
+def replace_secret(conn: sqlite3.Connection, name: str, value: str) -> None:
+    """Store ``value`` as the secret ``name``, replacing any stored one."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO app_secrets (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
 
 
 # -- accounts -------------------------------------------------------------------
 
-# An account as the stores hand it out; store_pg.py uses the same query and shape.
-SELECT_ACCOUNT = "SELECT id, public_id, name, admin FROM users"
+# An account as the stores hand it out: (id, public_id, name, admin) of users u.
+ACCOUNT_COLUMNS = "u.id, u.public_id, u.name, u.admin"
+SELECT_ACCOUNT = "SELECT " + ACCOUNT_COLUMNS + " FROM users u"
 
 
-def account_from_row(row: sqlite3.Row | tuple[Any, ...] | None) -> dict[str, Any] | None:
-    """A row of SELECT_ACCOUNT as a dict, or None for no row."""
+def account_from_row(row: Any) -> dict[str, Any] | None:
+    """A row starting with the SELECT_ACCOUNT columns as a dict, or None for no row."""
     if row is None:
         return None
     return {"id": row[0], "public_id": row[1], "name": row[2], "admin": bool(row[3])}
 
 
-class TokenAccount(NamedTuple):
-    """What a token's check reads of the database about the token's account."""
-
-    account: dict[str, Any]
-    tokens_valid_after: float  # tokens issued before this (a password change) are refused
-    revoked: bool  # the token's jti was logged out
-
-
-# The columns of a TokenAccount. Reads of a route's data start with them, so
-# that a request reads the database once (README, "Performance": under
-# waitress each statement costs far more than its SQL).
-SELECT_TOKEN_ACCOUNT = (
-    "SELECT u.id, u.public_id, u.name, u.admin, u.tokens_valid_after,"
-    " EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?)"
-)
+def todo_from_row(row: Any) -> dict[str, Any] | None:
+    """A row of (id, text, complete) as the API shows a to-do, or None for no row."""
+    if row is None:
+        return None
+    return {"id": row[0], "text": row[1], "complete": bool(row[2])}
 
 
-def token_account_from_row(row: sqlite3.Row | tuple[Any, ...]) -> TokenAccount:
-    """The first six columns of a SELECT_TOKEN_ACCOUNT row."""
-    return TokenAccount(account_from_row(row), float(row[4]), bool(row[5]))  # type: ignore[arg-type]
-
-
-def get_token_account(conn: sqlite3.Connection, public_id: str, jti: str) -> TokenAccount | None:
-    """Return the TokenAccount (account, tokens_valid_after, jti revoked) for a token's claims.
-
-    One query per authenticated request: the account's existence and rights
-    are read fresh every time, together with the logout deny-list.
-    """
-    row = conn.execute(SELECT_TOKEN_ACCOUNT + " FROM users u WHERE u.public_id = ?", (jti, public_id)).fetchone()
-    return None if row is None else token_account_from_row(row)
+def session_account(conn: sqlite3.Connection, session_id: str, public_id: str) -> dict[str, Any] | None:
+    """The account of a live session, if the session exists and belongs to ``public_id``."""
+    row = conn.execute(
+        "SELECT "
+        + ACCOUNT_COLUMNS
+        + " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ? AND u.public_id = ?",
+        (session_id, public_id),
+    ).fetchone()
+    return account_from_row(row)
 
 
 def get_login(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
-    """Return the account named ``name`` with its password hash and token cut-off, or None."""
+    """The account named ``name`` (else named its NFC form) with its password hash, or None."""
     row = conn.execute(
-        "SELECT id, public_id, name, admin, password_hash, tokens_valid_after FROM users WHERE name = ?",
-        (name,),
+        "SELECT " + ACCOUNT_COLUMNS + ", u.password_hash FROM users u"
+        " WHERE u.name IN (?, ?) ORDER BY u.name = ? DESC LIMIT 1",
+        (name, unicodedata.normalize("NFC", name), name),
     ).fetchone()
-    if row is None:
-        return None
-    account = account_from_row(row)
-    assert account is not None
-    account["password_hash"] = row["password_hash"]
-    account["tokens_valid_after"] = float(row["tokens_valid_after"])
-    return account
+    return None if row is None else {**account_from_row(row), "password_hash": row[4]}  # type: ignore[dict-item]
 
 
 def list_users(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
     """Return accounts in creation order; ``limit`` -1 means all."""
-    rows = conn.execute(SELECT_ACCOUNT + " ORDER BY id LIMIT ? OFFSET ?", (limit, offset))
+    rows = conn.execute(SELECT_ACCOUNT + " ORDER BY u.id LIMIT ? OFFSET ?", (limit, offset))
     return [a for a in map(account_from_row, rows) if a is not None]
 
 
 def get_user(conn: sqlite3.Connection, public_id: str) -> dict[str, Any] | None:
     """Return the account with ``public_id``, or None."""
-    return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE public_id = ?", (public_id,)).fetchone())
+    return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE u.public_id = ?", (public_id,)).fetchone())
 
 
 def get_user_by_name(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
-    """Return the account named ``name``, or None."""
-    return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE name = ?", (name,)).fetchone())
+    """Return the account named exactly ``name``, or None."""
+    return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE u.name = ?", (name,)).fetchone())
 
 
-def create_user(conn: sqlite3.Connection, public_id: str, name: str, password_hash: str, admin: bool) -> dict[str, Any]:
-    """Insert an account and return it; raise NameTaken if the name is in use."""
-    try:
-        with transaction(conn):
-            conn.execute(
-                "INSERT INTO users (public_id, name, password_hash, admin) VALUES (?, ?, ?, ?)",
-                (public_id, name, password_hash, int(admin)),
-            )
-    except sqlite3.IntegrityError as exc:
-        raise NameTaken(name) from exc
+def create_user(
+    conn: sqlite3.Connection, caller: Caller | None, public_id: str, name: str, password_hash: str, admin: bool
+) -> dict[str, Any]:
+    """Insert an account for an admin ``caller`` (None: the operator) and return it.
+
+    Raise NameTaken if the name's key is in use, SessionEnded or NotAdmin if
+    the caller can no longer do this; nothing is written then.
+    """
+    with transaction(conn):
+        _check_caller(conn, caller, admin=True)
+        _check_name_free(conn, name)
+        conn.execute(
+            "INSERT INTO users (public_id, name, name_key, password_hash, admin) VALUES (?, ?, ?, ?, ?)",
+            (public_id, name, name_key(name), password_hash, admin),
+        )
     return {"public_id": public_id, "name": name, "admin": admin}
 
 
 def update_user(
     conn: sqlite3.Connection,
+    caller: Caller | None,
     public_id: str,
     *,
     name: str | None = None,
     password_hash: str | None = None,
     admin: bool | None = None,
-    now: float = 0.0,
+    verified_hash: str | None = None,
 ) -> dict[str, Any] | None:
     """Change any of name, password hash and admin flag, in one transaction.
 
-    A new password hash moves the account's token cut-off to ``now``, ending
-    every token issued before it. Return the account as it now stands, or None
-    if there is no such account; raise NameTaken or LastAdmin and change nothing.
-    """
-    try:
-        with transaction(conn):
-            row = conn.execute("SELECT id, admin FROM users WHERE public_id = ?", (public_id,)).fetchone()
-            if row is None:
-                return None
-            if admin is False and row["admin"] and _admin_count(conn) <= 1:
-                raise LastAdmin(public_id)
-            if name is not None:
-                conn.execute("UPDATE users SET name = ? WHERE id = ?", (name, row["id"]))
-            if password_hash is not None:
-                conn.execute(
-                    "UPDATE users SET password_hash = ?, tokens_valid_after = ? WHERE id = ?",
-                    (password_hash, now, row["id"]),
-                )
-            if admin is not None:
-                conn.execute("UPDATE users SET admin = ? WHERE id = ?", (int(admin), row["id"]))
-            return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE id = ?", (row["id"],)).fetchone())
-    except sqlite3.IntegrityError as exc:
-        raise NameTaken(name) from exc
-
-
-def rehash_password(conn: sqlite3.Connection, user_id: int, old_hash: str, new_hash: str) -> None:
-    """Replace a password hash with a stronger one of the same password.
-
-    Only if it is still ``old_hash``: a password changed meanwhile wins. Tokens
-    are untouched, since the password itself did not change.
+    ``caller`` acts on another account as an admin, or on its own (``public_id``
+    its own) to change its password; None is the operator. A new password hash
+    ends every session of the account; with ``verified_hash``, only if the hash
+    is still that one (else PasswordChanged). Return the account as it now
+    stands, or None if there is none; raise NameTaken, LastAdmin, SessionEnded
+    or NotAdmin and change nothing.
     """
     with transaction(conn):
-        conn.execute(
-            "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
-            (new_hash, user_id, old_hash),
-        )
+        _check_caller(conn, caller, admin=caller is not None and caller.public_id != public_id)
+        row = conn.execute("SELECT id, admin, password_hash FROM users WHERE public_id = ?", (public_id,)).fetchone()
+        if row is None:
+            return None
+        if verified_hash is not None and row[2] != verified_hash:
+            raise PasswordChanged(public_id)
+        if admin is False and row[1] and _admin_count(conn) <= 1:
+            raise LastAdmin(public_id)
+        if name is not None:
+            _check_name_free(conn, name, row[0])
+            conn.execute("UPDATE users SET name = ?, name_key = ? WHERE id = ?", (name, name_key(name), row[0]))
+        if password_hash is not None:
+            conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, row[0]))
+            conn.execute("DELETE FROM sessions WHERE user_id = ?", (row[0],))
+        if admin is not None:
+            conn.execute("UPDATE users SET admin = ? WHERE id = ?", (admin, row[0]))
+        return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE u.id = ?", (row[0],)).fetchone())
 
 
-def delete_user(conn: sqlite3.Connection, public_id: str) -> bool:
-    """Delete an account and (by cascade) its to-dos; False if there was none.
+def delete_user(conn: sqlite3.Connection, caller: Caller | None, public_id: str) -> bool:
+    """Delete an account, its to-dos and its sessions; False if there was none.
 
-    Raise LastAdmin, deleting nothing, if it is the only admin.
+    Raise LastAdmin, SessionEnded or NotAdmin, deleting nothing at all.
     """
     with transaction(conn):
+        _check_caller(conn, caller, admin=True)
         row = conn.execute("SELECT id, admin FROM users WHERE public_id = ?", (public_id,)).fetchone()
         if row is None:
             return False
-        if row["admin"] and _admin_count(conn) <= 1:
+        if row[1] and _admin_count(conn) <= 1:
             raise LastAdmin(public_id)
-        conn.execute("DELETE FROM users WHERE id = ?", (row["id"],))
+        # The to-dos and sessions go by cascade, inside this transaction.
+        conn.execute("DELETE FROM users WHERE id = ?", (row[0],))
     return True
 
 
+def _check_caller(conn: sqlite3.Connection, caller: Caller | None, admin: bool) -> int | None:
+    """Inside a write: the caller's account id if its session still exists (and, if
+    ``admin``, it is still an admin); raise SessionEnded or NotAdmin otherwise."""
+    if caller is None:
+        return None
+    row = conn.execute(
+        "SELECT u.id, u.admin FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ? AND u.public_id = ?",
+        caller,
+    ).fetchone()
+    if row is None:
+        raise SessionEnded(caller.public_id)
+    if admin and not row[1]:
+        raise NotAdmin(caller.public_id)
+    return int(row[0])
+
+
+def _check_name_free(conn: sqlite3.Connection, name: str, user_id: int = 0) -> None:
+    if conn.execute("SELECT 1 FROM users WHERE name_key = ? AND id != ?", (name_key(name), user_id)).fetchone():
+        raise NameTaken(name)
+
+
 def _admin_count(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT count(*) FROM users WHERE admin = 1").fetchone()[0])
+    return int(conn.execute("SELECT count(*) FROM users WHERE admin").fetchone()[0])
 
 
-# -- tokens: logout deny-list ----------------------------------------------------
+# -- sessions -------------------------------------------------------------------------
 
 
-def revoke_token(conn: sqlite3.Connection, jti: str, expires_at: float, now: float) -> None:
-    """Deny the token ``jti`` until it expires; prune entries already expired."""
+def start_session(
+    conn: sqlite3.Connection,
+    user_id: int,
+    verified_hash: str,
+    session_id: str,
+    expires_at: float,
+    *,
+    stronger_hash: str | None = None,
+    name: str = "",
+    address: str = "",
+) -> bool:
+    """Start a session for the account whose password hash was verified, in one transaction.
+
+    Only if the hash is still ``verified_hash``: a password changed while the
+    login was hashing wins, and no session starts (False). Also stores
+    ``stronger_hash`` (the same password at today's cost) in its place, clears
+    the failed logins of (name, address) and gives back the attempt counted
+    against the address; prunes sessions that expired.
+    """
     with transaction(conn):
-        conn.execute("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)", (jti, expires_at))
-        conn.execute("DELETE FROM revoked_tokens WHERE expires_at <= ?", (now,))
+        started = conn.execute(
+            "INSERT INTO sessions (id, user_id, expires_at)"
+            " SELECT ?, id, ? FROM users WHERE id = ? AND password_hash = ?",
+            (session_id, expires_at, user_id, verified_hash),
+        ).rowcount
+        if not started:
+            return False
+        if stronger_hash is not None:
+            conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (stronger_hash, user_id))
+        _forgive_attempt(conn, name, address)
+        conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (expires_at - SESSION_PRUNE_AGE,))
+    return True
+
+
+# Sessions are pruned this long after their end (a year and a day: they end long before).
+SESSION_PRUNE_AGE = 366 * 86400.0
+
+
+def end_session(conn: sqlite3.Connection, session_id: str) -> bool:
+    """End a session: every token issued in it stops working. False if it had ended."""
+    with transaction(conn):
+        return conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount > 0
 
 
 # -- login throttling ------------------------------------------------------------
@@ -428,128 +587,141 @@ def revoke_token(conn: sqlite3.Connection, jti: str, expires_at: float, now: flo
 
 def count_login_attempt(
     conn: sqlite3.Connection, name: str, address: str, now: float, window: float
-) -> tuple[int, float]:
-    """Count one login attempt for (name, address); return (count, window start).
+) -> tuple[int, float, int, float]:
+    """Count one login attempt for (name, address) and for the address alone.
 
-    Counted before the password is checked, in one statement, so concurrent
-    attempts in any thread or process cannot slip past the limit together. A
-    window that has passed starts afresh, and rows of passed windows are
-    pruned. A successful login clears the count.
+    Return (count, window start) for each. Counted before the password is
+    checked, in one transaction, so concurrent attempts in any thread or
+    process cannot slip past the limits together. A window that has passed
+    starts afresh; rows of passed windows are pruned.
     """
     with transaction(conn):
-        row = conn.execute(
-            "INSERT INTO login_failures (name, address, failures, window_start) VALUES (?, ?, 1, ?)"
+        by_name = conn.execute(
+            "INSERT INTO login_failures AS f (name, address, failures, window_start) VALUES (?, ?, 1, ?)"
             " ON CONFLICT (name, address) DO UPDATE SET"
-            "  failures = CASE WHEN window_start <= ? THEN 1 ELSE failures + 1 END,"
-            "  window_start = CASE WHEN window_start <= ? THEN excluded.window_start ELSE window_start END"
+            "  failures = CASE WHEN f.window_start <= ? THEN 1 ELSE f.failures + 1 END,"
+            "  window_start = CASE WHEN f.window_start <= ? THEN excluded.window_start ELSE f.window_start END"
             " RETURNING failures, window_start",
             (name, address, now, now - window, now - window),
         ).fetchall()[0]
+        by_address = conn.execute(
+            "INSERT INTO address_failures AS f (address, failures, window_start) VALUES (?, 1, ?)"
+            " ON CONFLICT (address) DO UPDATE SET"
+            "  failures = CASE WHEN f.window_start <= ? THEN 1 ELSE f.failures + 1 END,"
+            "  window_start = CASE WHEN f.window_start <= ? THEN excluded.window_start ELSE f.window_start END"
+            " RETURNING failures, window_start",
+            (address, now, now - window, now - window),
+        ).fetchall()[0]
         conn.execute("DELETE FROM login_failures WHERE window_start <= ?", (now - window,))
-    return int(row[0]), float(row[1])
+        conn.execute("DELETE FROM address_failures WHERE window_start <= ?", (now - window,))
+    return int(by_name[0]), float(by_name[1]), int(by_address[0]), float(by_address[1])
+
+
+def _forgive_attempt(conn: sqlite3.Connection, name: str, address: str) -> None:
+    """After a right password: clear (name, address)'s count; the address keeps its
+    other failures, less the attempt that succeeded."""
+    conn.execute("DELETE FROM login_failures WHERE name = ? AND address = ?", (name, address))
+    conn.execute("UPDATE address_failures SET failures = failures - 1 WHERE address = ? AND failures > 0", (address,))
 
 
 def clear_login_failures(conn: sqlite3.Connection, name: str, address: str) -> None:
-    """Forget the failed logins of (name, address) after a successful one."""
+    """Forget the failed logins of (name, address) and give back the address's attempt."""
     with transaction(conn):
-        conn.execute("DELETE FROM login_failures WHERE name = ? AND address = ?", (name, address))
+        _forgive_attempt(conn, name, address)
 
 
 # -- to-dos -----------------------------------------------------------------------------
 
 
-def todo_from_row(row: sqlite3.Row | tuple[Any, ...] | None) -> dict[str, Any] | None:
-    """A row of (id, text, complete) as the API shows a to-do, or None for no row."""
-    if row is None:
-        return None
-    return {"id": row[0], "text": row[1], "complete": bool(row[2])}
-
-
-def token_account_with_todos(
+def session_account_with_todos(
     conn: sqlite3.Connection,
+    session_id: str,
     public_id: str,
-    jti: str,
     limit: int = -1,
     offset: int = 0,
     complete: bool | None = None,
-) -> tuple[TokenAccount | None, list[dict[str, Any]]]:
-    """get_token_account's answer and that account's to-dos in id order, in one statement.
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """session_account's answer and that account's to-dos in id order, in one statement.
 
-    The to-dos are a page (``limit``, ``offset``), optionally only (in)complete
-    ones; no account, no to-dos. The caller checks the token before it shows
-    any of them.
+    Under waitress each statement costs far more than its SQL, so a list is
+    one read. The to-dos are a page (``limit``, ``offset``), optionally only
+    (in)complete ones; no session, no to-dos.
     """
     only = "" if complete is None else " AND complete = ?"
     # One row however long the page: the to-dos come as one JSON array of
     # [id, text, complete] (json_array keeps every value's type and text exact).
     row = conn.execute(
-        SELECT_TOKEN_ACCOUNT + ", (SELECT json_group_array(json_array(id, text, complete)) FROM"
+        "SELECT " + ACCOUNT_COLUMNS + ", (SELECT json_group_array(json_array(id, text, complete)) FROM"
         " (SELECT id, text, complete FROM todos WHERE owner_id = u.id" + only + " ORDER BY id LIMIT ? OFFSET ?))"
-        " FROM users u WHERE u.public_id = ?",
-        (jti, *(() if complete is None else (int(complete),)), limit, offset, public_id),
+        " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ? AND u.public_id = ?",
+        (*(() if complete is None else (complete,)), limit, offset, session_id, public_id),
     ).fetchone()
     if row is None:
         return None, []
     # SQLite (before 3.44) promises no order for an aggregate's input: sort here.
-    todos = sorted(json.loads(row[6]))
-    return token_account_from_row(row), [{"id": i, "text": t, "complete": bool(c)} for i, t, c in todos]
+    todos = sorted(json.loads(row[4]))
+    return account_from_row(row), [{"id": i, "text": t, "complete": bool(c)} for i, t, c in todos]
 
 
-def token_account_with_todo(
-    conn: sqlite3.Connection, public_id: str, jti: str, todo_id: int
-) -> tuple[TokenAccount | None, dict[str, Any] | None]:
-    """get_token_account's answer and that account's to-do ``todo_id`` (None if it has none such), in one statement."""
+def session_account_with_todo(
+    conn: sqlite3.Connection, session_id: str, public_id: str, todo_id: int
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """session_account's answer and that account's to-do ``todo_id`` (None if it has none such), in one statement."""
     row = conn.execute(
-        SELECT_TOKEN_ACCOUNT + ", t.id, t.text, t.complete"
-        " FROM users u LEFT JOIN todos t ON t.id = ? AND t.owner_id = u.id WHERE u.public_id = ?",
+        "SELECT " + ACCOUNT_COLUMNS + ", t.id, t.text, t.complete FROM sessions s JOIN users u ON u.id = s.user_id"
+        " LEFT JOIN todos t ON t.id = ? AND t.owner_id = u.id WHERE s.id = ? AND u.public_id = ?",
         # An id past 64 bits names no row (sqlite3 cannot bind it): NULL matches none.
-        (jti, todo_id if todo_id <= MAX_ID else None, public_id),
+        (todo_id if todo_id <= MAX_ID else None, session_id, public_id),
     ).fetchone()
     if row is None:
         return None, None
-    return token_account_from_row(row), None if row[6] is None else todo_from_row(row[6:])
+    return account_from_row(row), None if row[4] is None else todo_from_row(row[4:])
 
 
-def create_todo(conn: sqlite3.Connection, owner_id: int, text: str) -> dict[str, Any] | None:
-    """Insert a to-do for the owner and return it; None if the owner no longer exists."""
-    try:
-        with transaction(conn):
-            cursor = conn.execute("INSERT INTO todos (owner_id, text) VALUES (?, ?)", (owner_id, text))
-    except sqlite3.IntegrityError:  # the foreign key: the account was deleted meanwhile
-        return None
-    return {"id": cursor.lastrowid, "text": text, "complete": False}
+def create_todo(conn: sqlite3.Connection, caller: Caller, text: str, max_todos: int) -> dict[str, Any]:
+    """Insert a to-do for the caller's account and return it.
+
+    Raise TooManyTodos if it holds ``max_todos`` already, SessionEnded if the
+    session ended meanwhile.
+    """
+    with transaction(conn):
+        owner_id = _check_caller(conn, caller, admin=False)
+        (count,) = conn.execute("SELECT count(*) FROM todos WHERE owner_id = ?", (owner_id,)).fetchone()
+        if count >= max_todos:
+            raise TooManyTodos(caller.public_id)
+        (todo_id,) = conn.execute(
+            "INSERT INTO todos (owner_id, text) VALUES (?, ?) RETURNING id", (owner_id, text)
+        ).fetchone()
+    return {"id": todo_id, "text": text, "complete": False}
 
 
 def update_todo(
     conn: sqlite3.Connection,
-    owner_id: int,
+    caller: Caller,
     todo_id: int,
     *,
     text: str | None = None,
     complete: bool | None = None,
 ) -> dict[str, Any] | None:
-    """Change the text and/or completion of the owner's to-do; None if none.
-
-    One UPDATE ... RETURNING: the change and the answer are one statement.
-    """
-    if todo_id > MAX_ID:
-        return None
+    """Change the text and/or completion of the caller's to-do; None if it has none such."""
     with transaction(conn):
+        owner_id = _check_caller(conn, caller, admin=False)
         row = conn.execute(
             "UPDATE todos SET text = coalesce(?, text), complete = coalesce(?, complete)"
             " WHERE id = ? AND owner_id = ? RETURNING id, text, complete",
-            (text, None if complete is None else int(complete), todo_id, owner_id),
-        ).fetchall()
-    return todo_from_row(row[0] if row else None)
+            (text, complete, todo_id if todo_id <= MAX_ID else None, owner_id),
+        ).fetchone()
+    return todo_from_row(row)
 
 
-def delete_todo(conn: sqlite3.Connection, owner_id: int, todo_id: int) -> bool:
-    """Delete the owner's to-do; False if there was none."""
-    if todo_id > MAX_ID:
-        return False
+def delete_todo(conn: sqlite3.Connection, caller: Caller, todo_id: int) -> bool:
+    """Delete the caller's to-do; False if it has none such."""
     with transaction(conn):
-        cursor = conn.execute("DELETE FROM todos WHERE id = ? AND owner_id = ?", (todo_id, owner_id))
-    return cursor.rowcount > 0
+        owner_id = _check_caller(conn, caller, admin=False)
+        deleted = conn.execute(
+            "DELETE FROM todos WHERE id = ? AND owner_id = ?", (todo_id if todo_id <= MAX_ID else None, owner_id)
+        ).rowcount
+    return deleted > 0
 
 
 # -- copying a whole database (python -m todo_wsgi copy-to) -----------------------------
@@ -557,12 +729,12 @@ def delete_todo(conn: sqlite3.Connection, owner_id: int, todo_id: int) -> bool:
 # What a move carries, parents before children. Login failures stay behind:
 # they are at most a window's worth of history.
 COPIED: dict[str, tuple[str, ...]] = {
-    "users": ("id", "public_id", "name", "password_hash", "admin", "tokens_valid_after"),
+    "users": ("id", "public_id", "name", "name_key", "password_hash", "admin"),
     "todos": ("id", "owner_id", "text", "complete"),
     "app_secrets": ("name", "value"),
-    "revoked_tokens": ("jti", "expires_at"),
+    "sessions": ("id", "user_id", "expires_at"),
 }
-_BOOLEAN_COLUMNS = frozenset({"admin", "complete"})
+BOOLEAN_COLUMNS = frozenset({"admin", "complete"})
 
 
 def export_rows(conn: sqlite3.Connection) -> Iterator[tuple[str, tuple[Any, ...]]]:
@@ -575,7 +747,7 @@ def export_rows(conn: sqlite3.Connection) -> Iterator[tuple[str, tuple[Any, ...]
     """
     with transaction(conn):
         for table, columns in COPIED.items():
-            flags = [name in _BOOLEAN_COLUMNS for name in columns]
+            flags = [name in BOOLEAN_COLUMNS for name in columns]
             for row in conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1"):
                 yield table, tuple(bool(v) if flag else v for v, flag in zip(row, flags, strict=True))
         for table in ("users", "todos"):
@@ -591,17 +763,14 @@ def import_rows(conn: sqlite3.Connection, rows: Iterable[tuple[str, tuple[Any, .
     """Write what export_rows yields (from either backend) into this empty database.
 
     One transaction: all or nothing. Raise ValueError, writing nothing, if the
-    database already holds accounts, to-dos or revoked tokens; a signing key
-    stored by a server that started on the empty database is replaced.
-    Return the number of rows written per table.
+    database already holds accounts or to-dos; a signing key stored by a
+    server that started on the empty database is replaced. Return the number
+    of rows written per table.
     """
     counts = dict.fromkeys(COPIED, 0)
     with transaction(conn):
-        if conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM todos)"
-            " OR EXISTS (SELECT 1 FROM revoked_tokens)"
-        ).fetchone()[0]:
-            raise ValueError("the target database is not empty: it already holds accounts, to-dos or tokens")
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM todos)").fetchone()[0]:
+            raise ValueError("the target database is not empty: it already holds accounts or to-dos")
         conn.execute("DELETE FROM app_secrets")
         for table, row in rows:
             if table == "next_ids":

@@ -1,27 +1,23 @@
 """The PostgreSQL repository: schema, connections, transactions and every query.
 
-Owns all SQL for the shared backend that several servers use at once. The
-same functions as ``store.py``, in the same order, with the same arguments and
-return shapes, so a reviewer reads the two side by side and handlers never
-ask which one they have. Knows nothing of HTTP, JSON or tokens.
+The same functions as ``store.py``, in the same order, with the same arguments
+and return shapes, so ``diff store.py store_pg.py`` reads as the specification
+of the dialect and handlers never ask which backend they have. Everything that
+is the same for both (error types, the Caller, row shapes, name keys) is
+imported from ``store``; a docstring here says only where this one differs.
 
-Concurrency: READ COMMITTED with row locks, not SERIALIZABLE. Every decision
-SQLite takes under BEGIN IMMEDIATE is here either one atomic statement (a
-UNIQUE constraint for names, INSERT ... ON CONFLICT for throttle counts, the
-deny-list and the signing key, an UPDATE for the password cut-off) or, for
-"is this the last admin?", a read of the admin rows under SELECT ... FOR
-UPDATE, taken in id order, so two servers demoting each other queue on the
-same rows instead of both seeing two admins. Why not SERIALIZABLE: the one
-multi-row decision needs only those few rows locked, and under READ
-COMMITTED PostgreSQL never aborts these transactions as serialization
-failures, so no request is retried in the normal course. A deadlock, or a
-serialization failure from an engine that speaks the protocol and runs
-SERIALIZABLE anyway (CockroachDB does by default), is retried a few times
-by ``_retried``; past that it is a 503.
+Concurrency: READ COMMITTED with row locks, not SERIALIZABLE. Where SQLite's
+BEGIN IMMEDIATE serialises every write, a decision here locks the rows it
+depends on: the caller's session and account (``FOR SHARE``, so logging out,
+deleting or demoting the caller waits for this write, or this write sees it
+done), and for "is this the last admin?" every admin row (``FOR UPDATE``, in
+id order, so two servers demoting each other queue instead of both seeing two
+admins). A deadlock or serialization failure is retried a few times by
+``_retried``; past that it is a 503. ``lock_timeout`` and ``statement_timeout``
+bound how long any statement waits (503 past them).
 
-Needs the ``postgres`` extra (psycopg 3 and psycopg_pool). Imports from
-``store`` only what both backends share (two error types, two row shapes);
-must not import todo_wsgi, router, or anything web-related.
+Needs the ``postgres`` extra (psycopg 3 and psycopg_pool). Must not import
+todo_wsgi, router, or anything web-related.
 """
 
 from __future__ import annotations
@@ -30,6 +26,7 @@ import contextlib
 import functools
 import itertools
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -38,44 +35,69 @@ import psycopg_pool
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-# The same errors and the same row shapes as the SQLite store, not copies of them.
 from store import (
+    ACCOUNT_COLUMNS,
+    COPIED,
+    MAX_ID,
     SELECT_ACCOUNT,
+    SESSION_PRUNE_AGE,
+    Caller,
     LastAdmin,
     NameTaken,
-    TokenAccount,
+    NotAdmin,
+    PasswordChanged,
+    Refused,
+    SessionEnded,
+    TooManyTodos,
     account_from_row,
+    name_key,
+    name_keys,
     todo_from_row,
-    token_account_from_row,
 )
-from store import SELECT_TOKEN_ACCOUNT as _SELECT_TOKEN_ACCOUNT_QMARK
 
-# The token check's columns, with psycopg's placeholder: a plain swap, sound
-# only while the shared text holds no other "?" and no "%" (checked here).
-assert _SELECT_TOKEN_ACCOUNT_QMARK.count("?") == 1 and "%" not in _SELECT_TOKEN_ACCOUNT_QMARK
-SELECT_TOKEN_ACCOUNT = _SELECT_TOKEN_ACCOUNT_QMARK.replace("?", "%s")
+__all__ = [
+    "MAX_ID",
+    "Caller",
+    "LastAdmin",
+    "NameTaken",
+    "NotAdmin",
+    "PasswordChanged",
+    "Refused",
+    "SessionEnded",
+    "TooManyTodos",
+]
 
 BACKEND = "postgresql"
 
-# Ids are BIGINT (BIGSERIAL): a larger id cannot name a row, and psycopg
-# would send it as a numeric that PostgreSQL must then compare to a bigint.
-MAX_ID = 2**63 - 1
+# Milliseconds a statement waits for a lock, and runs at most, before it fails (503).
+LOCK_TIMEOUT_MS = 5000
+STATEMENT_TIMEOUT_MS = 15000
 
 
-# Errors meaning "the database cannot answer now": the edge answers 503.
-# OperationalError covers a refused or dropped connection, a server shutting
-# down, and (as TransactionRollback) a failure ``_retried`` gave up on;
-# PoolTimeout is no free connection within POOL_TIMEOUT.
-UNAVAILABLE: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
+def unavailable(error: BaseException) -> bool:
+    """Whether ``error`` means "the database cannot answer now" (503), not a bug (500).
+
+    OperationalError covers a refused or dropped connection, a server shutting
+    down, a lock or statement timeout, and a retry ``_retried`` gave up on;
+    PoolTimeout is no free connection within POOL_TIMEOUT.
+    """
+    return isinstance(error, (psycopg.OperationalError, psycopg_pool.PoolTimeout))
 
 
-# Each step runs in one transaction together with its schema_version bump,
-# under an advisory lock, so two servers starting at once on a new database
-# apply each step exactly once, and a crash mid-step leaves the previous version.
-# Same tables, columns and meaning as store.MIGRATIONS; BIGSERIAL ids, real
-# booleans, DOUBLE PRECISION for SQLite's REAL Unix times. TEXT holds any
-# Unicode but NUL, which the application refuses before it gets here.
-MIGRATIONS: list[str] = [
+# -- schema --------------------------------------------------------------------
+
+
+def _fill_name_keys(conn: psycopg.Connection[Any]) -> None:
+    rows = conn.execute("SELECT id, name FROM users ORDER BY id").fetchall()
+    with conn.cursor() as cursor:
+        cursor.executemany("UPDATE users SET name_key = %s WHERE id = %s", list(name_keys(rows)))
+
+
+# As store.MIGRATIONS, step for step: BIGSERIAL ids, real booleans, DOUBLE
+# PRECISION for SQLite's REAL Unix times. Each step runs in one transaction
+# with its schema_version bump, under an advisory lock, so two servers
+# starting at once on a new database apply each step exactly once.
+MIGRATIONS: list[str | Callable[[psycopg.Connection[Any]], None]] = [
     """
     CREATE TABLE users (
         id BIGSERIAL PRIMARY KEY,
@@ -109,16 +131,28 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (name, address)
     );
     """,
-    # As store.py: GET /todo without a filter lists in id order, which
-    # todos_owner (owner_id, complete, id) cannot give without a sort.
+    "CREATE INDEX todos_owner_id ON todos (owner_id, id)",
+    "CREATE INDEX login_failures_window ON login_failures (window_start)",
     """
-    CREATE INDEX todos_owner_id ON todos (owner_id, id);
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX sessions_user ON sessions (user_id);
+    CREATE INDEX sessions_expiry ON sessions (expires_at);
+    DROP TABLE revoked_tokens;
+    ALTER TABLE users DROP COLUMN tokens_valid_after;
+    ALTER TABLE users ADD COLUMN name_key TEXT;
+    CREATE TABLE address_failures (
+        address TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        window_start DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX address_failures_window ON address_failures (window_start)
     """,
-    # Throttle rows of windows that have passed are pruned at each attempt:
-    # a client inventing names must not grow the table without bound.
-    """
-    CREATE INDEX login_failures_window ON login_failures (window_start);
-    """,
+    _fill_name_keys,
+    "CREATE UNIQUE INDEX users_name_fold ON users (name_key)",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -157,6 +191,9 @@ class Database:
         params = conninfo_to_dict(url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
         params.setdefault("application_name", "todo-wsgi")
+        # No statement waits on another session's lock, or runs, without bound.
+        timeouts = f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        params["options"] = f"{params.get('options', '')} {timeouts}".strip()
         conninfo = make_conninfo("", **params)
         # The pool's first connection opens in the background meanwhile.
         self.pool = psycopg_pool.ConnectionPool(
@@ -215,10 +252,9 @@ def check_encoding(conn: psycopg.Connection[Any]) -> None:
 def transaction(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
     """Run the block as one transaction; roll back on any exception.
 
-    READ COMMITTED: a decision that depends on other rows locks them first
-    (see ``_lock_admins``). A write that is one statement goes without it:
-    in autocommit mode PostgreSQL runs each statement as a transaction of
-    its own, and BEGIN and COMMIT would be two more round trips.
+    READ COMMITTED: a decision that depends on other rows locks them first.
+    A COMMIT that fails ends the transaction on the server, and psycopg
+    leaves the connection out of it.
     """
     with conn.transaction():
         yield conn
@@ -260,9 +296,12 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
             found = current if found is None else found
             if current >= SCHEMA_VERSION:
                 break
-            conn.execute(MIGRATIONS[current])
+            step = MIGRATIONS[current]
+            if callable(step):
+                step(conn)
+            else:
+                conn.execute(step)
             conn.execute("UPDATE schema_version SET version = %s", (current + 1,))
-    assert found is not None
     if found > SCHEMA_VERSION:
         raise RuntimeError(f"database schema version {found} is newer than this code ({SCHEMA_VERSION})")
     return found
@@ -314,17 +353,27 @@ def backup(conn: psycopg.Connection[Any], target: str) -> None:
 def get_or_create_secret(conn: psycopg.Connection[Any], name: str, candidate: str) -> str:
     """Return the stored secret ``name``, storing ``candidate`` if there is none.
 
-    INSERT ... ON CONFLICT DO NOTHING then SELECT: a concurrent insert of the
-    same name makes ours wait for it and then do nothing, and the SELECT (a
-    new snapshot under READ COMMITTED) reads the key that won.
+    A concurrent insert of the same name makes ours wait for it and then do
+    nothing, and the SELECT (a new snapshot under READ COMMITTED) reads the
+    key that won.
     """
     with transaction(conn):
         conn.execute(
-            "INSERT INTO app_secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-            (name, candidate),
+            "INSERT INTO app_secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING", (name, candidate)
         )
         row = _one(conn.execute("SELECT value FROM app_secrets WHERE name = %s", (name,)))
     return str(row[0])
+
+
+@_retried
+def replace_secret(conn: psycopg.Connection[Any], name: str, value: str) -> None:
+    """Store ``value`` as the secret ``name``, replacing any stored one."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO app_secrets (name, value) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
 
 
 # -- accounts -------------------------------------------------------------------
@@ -336,39 +385,34 @@ def _has_nul(*values: str) -> bool:
     return any("\x00" in value for value in values)
 
 
-def get_token_account(conn: psycopg.Connection[Any], public_id: str, jti: str) -> TokenAccount | None:
-    """Return the TokenAccount (account, tokens_valid_after, jti revoked) for a token's claims.
-
-    One query per authenticated request: the account's existence and rights
-    are read fresh every time, together with the logout deny-list.
-    """
-    if _has_nul(public_id, jti):
+def session_account(conn: psycopg.Connection[Any], session_id: str, public_id: str) -> dict[str, Any] | None:
+    """The account of a live session, if the session exists and belongs to ``public_id``."""
+    if _has_nul(session_id, public_id):
         return None
-    row = conn.execute(SELECT_TOKEN_ACCOUNT + " FROM users u WHERE u.public_id = %s", (jti, public_id)).fetchone()
-    return None if row is None else token_account_from_row(row)
+    row = conn.execute(
+        "SELECT " + ACCOUNT_COLUMNS + " FROM sessions s JOIN users u ON u.id = s.user_id"
+        " WHERE s.id = %s AND u.public_id = %s",
+        (session_id, public_id),
+    ).fetchone()
+    return account_from_row(row)
 
 
 def get_login(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None:
-    """Return the account named ``name`` with its password hash and token cut-off, or None."""
+    """The account named ``name`` (else named its NFC form) with its password hash, or None."""
     if _has_nul(name):
         return None
     row = conn.execute(
-        "SELECT id, public_id, name, admin, password_hash, tokens_valid_after FROM users WHERE name = %s",
-        (name,),
+        "SELECT " + ACCOUNT_COLUMNS + ", u.password_hash FROM users u"
+        " WHERE u.name IN (%s, %s) ORDER BY u.name = %s DESC LIMIT 1",
+        (name, unicodedata.normalize("NFC", name), name),
     ).fetchone()
-    if row is None:
-        return None
-    account = account_from_row(row)
-    assert account is not None
-    account["password_hash"] = row[4]
-    account["tokens_valid_after"] = float(row[5])
-    return account
+    return None if row is None else {**account_from_row(row), "password_hash": row[4]}  # type: ignore[dict-item]
 
 
 def list_users(conn: psycopg.Connection[Any], limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
     """Return accounts in creation order; ``limit`` -1 means all."""
     # LIMIT NULL is LIMIT ALL; PostgreSQL refuses SQLite's -1.
-    rows = conn.execute(SELECT_ACCOUNT + " ORDER BY id LIMIT %s OFFSET %s", (_limit(limit), offset))
+    rows = conn.execute(SELECT_ACCOUNT + " ORDER BY u.id LIMIT %s OFFSET %s", (_limit(limit), offset))
     return [a for a in map(account_from_row, rows) if a is not None]
 
 
@@ -376,26 +420,34 @@ def get_user(conn: psycopg.Connection[Any], public_id: str) -> dict[str, Any] | 
     """Return the account with ``public_id``, or None."""
     if _has_nul(public_id):
         return None
-    return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE public_id = %s", (public_id,)).fetchone())
+    return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE u.public_id = %s", (public_id,)).fetchone())
 
 
 def get_user_by_name(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None:
-    """Return the account named ``name``, or None."""
+    """Return the account named exactly ``name``, or None."""
     if _has_nul(name):
         return None
-    return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE name = %s", (name,)).fetchone())
+    return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE u.name = %s", (name,)).fetchone())
 
 
 @_retried
 def create_user(
-    conn: psycopg.Connection[Any], public_id: str, name: str, password_hash: str, admin: bool
+    conn: psycopg.Connection[Any],
+    caller: Caller | None,
+    public_id: str,
+    name: str,
+    password_hash: str,
+    admin: bool,
 ) -> dict[str, Any]:
-    """Insert an account and return it; raise NameTaken if the name is in use."""
+    """As store.create_user; two creations of one name key at once: the unique index refuses the second."""
     try:
-        conn.execute(
-            "INSERT INTO users (public_id, name, password_hash, admin) VALUES (%s, %s, %s, %s)",
-            (public_id, name, password_hash, admin),
-        )
+        with transaction(conn):
+            _check_caller(conn, caller, admin=True)
+            _check_name_free(conn, name)
+            conn.execute(
+                "INSERT INTO users (public_id, name, name_key, password_hash, admin) VALUES (%s, %s, %s, %s, %s)",
+                (public_id, name, name_key(name), password_hash, admin),
+            )
     except errors.UniqueViolation as exc:
         raise NameTaken(name) from exc
     return {"public_id": public_id, "name": name, "admin": admin}
@@ -404,73 +456,85 @@ def create_user(
 @_retried
 def update_user(
     conn: psycopg.Connection[Any],
+    caller: Caller | None,
     public_id: str,
     *,
     name: str | None = None,
     password_hash: str | None = None,
     admin: bool | None = None,
-    now: float = 0.0,
+    verified_hash: str | None = None,
 ) -> dict[str, Any] | None:
-    """Change any of name, password hash and admin flag, in one transaction.
-
-    A new password hash moves the account's token cut-off to ``now``, ending
-    every token issued before it. Return the account as it now stands, or None
-    if there is no such account; raise NameTaken or LastAdmin and change nothing.
-    """
+    """As store.update_user; the admins are locked first, then the caller, then the account."""
     if _has_nul(public_id):
         return None
     try:
         with transaction(conn):
             admins = _lock_admins(conn) if admin is False else []
-            row = conn.execute("SELECT id, admin FROM users WHERE public_id = %s FOR UPDATE", (public_id,)).fetchone()
+            _check_caller(conn, caller, admin=caller is not None and caller.public_id != public_id)
+            row = conn.execute(
+                "SELECT id, admin, password_hash FROM users WHERE public_id = %s FOR UPDATE", (public_id,)
+            ).fetchone()
             if row is None:
                 return None
+            if verified_hash is not None and row[2] != verified_hash:
+                raise PasswordChanged(public_id)
             if admin is False and row[1] and not [a for a in admins if a != row[0]]:
                 raise LastAdmin(public_id)
             if name is not None:
-                conn.execute("UPDATE users SET name = %s WHERE id = %s", (name, row[0]))
+                _check_name_free(conn, name, row[0])
+                conn.execute("UPDATE users SET name = %s, name_key = %s WHERE id = %s", (name, name_key(name), row[0]))
             if password_hash is not None:
-                conn.execute(
-                    "UPDATE users SET password_hash = %s, tokens_valid_after = %s WHERE id = %s",
-                    (password_hash, now, row[0]),
-                )
+                conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (password_hash, row[0]))
+                conn.execute("DELETE FROM sessions WHERE user_id = %s", (row[0],))
             if admin is not None:
                 conn.execute("UPDATE users SET admin = %s WHERE id = %s", (admin, row[0]))
-            return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE id = %s", (row[0],)).fetchone())
+            return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE u.id = %s", (row[0],)).fetchone())
     except errors.UniqueViolation as exc:
         raise NameTaken(name) from exc
 
 
 @_retried
-def rehash_password(conn: psycopg.Connection[Any], user_id: int, old_hash: str, new_hash: str) -> None:
-    """Replace a password hash with a stronger one of the same password.
-
-    Only if it is still ``old_hash``: a password changed meanwhile wins. Tokens
-    are untouched, since the password itself did not change.
-    """
-    conn.execute(
-        "UPDATE users SET password_hash = %s WHERE id = %s AND password_hash = %s",
-        (new_hash, user_id, old_hash),
-    )
-
-
-@_retried
-def delete_user(conn: psycopg.Connection[Any], public_id: str) -> bool:
-    """Delete an account and (by cascade) its to-dos; False if there was none.
-
-    Raise LastAdmin, deleting nothing, if it is the only admin.
-    """
+def delete_user(conn: psycopg.Connection[Any], caller: Caller | None, public_id: str) -> bool:
+    """As store.delete_user; the admins are locked first."""
     if _has_nul(public_id):
         return False
     with transaction(conn):
         admins = _lock_admins(conn)
+        _check_caller(conn, caller, admin=True)
         row = conn.execute("SELECT id, admin FROM users WHERE public_id = %s FOR UPDATE", (public_id,)).fetchone()
         if row is None:
             return False
         if row[1] and not [a for a in admins if a != row[0]]:
             raise LastAdmin(public_id)
+        # The to-dos and sessions go by cascade, inside this transaction.
         conn.execute("DELETE FROM users WHERE id = %s", (row[0],))
     return True
+
+
+def _check_caller(
+    conn: psycopg.Connection[Any], caller: Caller | None, admin: bool, exclusive: bool = False
+) -> int | None:
+    """As store._check_caller, locking the session and account rows until the write
+    commits (``exclusive``: FOR UPDATE, where the write then counts the account's rows)."""
+    if caller is None:
+        return None
+    if _has_nul(*caller):
+        raise SessionEnded(caller.public_id)
+    row = conn.execute(
+        "SELECT u.id, u.admin FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = %s AND u.public_id = %s"
+        + (" FOR UPDATE" if exclusive else " FOR SHARE"),
+        caller,
+    ).fetchone()
+    if row is None:
+        raise SessionEnded(caller.public_id)
+    if admin and not row[1]:
+        raise NotAdmin(caller.public_id)
+    return int(row[0])
+
+
+def _check_name_free(conn: psycopg.Connection[Any], name: str, user_id: int = 0) -> None:
+    if conn.execute("SELECT 1 FROM users WHERE name_key = %s AND id != %s", (name_key(name), user_id)).fetchone():
+        raise NameTaken(name)
 
 
 def _lock_admins(conn: psycopg.Connection[Any]) -> list[int]:
@@ -485,20 +549,45 @@ def _lock_admins(conn: psycopg.Connection[Any]) -> list[int]:
     return [r[0] for r in conn.execute("SELECT id FROM users WHERE admin ORDER BY id FOR UPDATE")]
 
 
-# -- tokens: logout deny-list ----------------------------------------------------
+# -- sessions -------------------------------------------------------------------------
 
 
 @_retried
-def revoke_token(conn: psycopg.Connection[Any], jti: str, expires_at: float, now: float) -> None:
-    """Deny the token ``jti`` until it expires; prune entries already expired.
+def start_session(
+    conn: psycopg.Connection[Any],
+    user_id: int,
+    verified_hash: str,
+    session_id: str,
+    expires_at: float,
+    *,
+    stronger_hash: str | None = None,
+    name: str = "",
+    address: str = "",
+) -> bool:
+    """As store.start_session; the INSERT ... SELECT locks the account row (FOR SHARE is
+    implied by the foreign key), so a password change waits for it or wins first."""
+    with transaction(conn):
+        started = conn.execute(
+            "INSERT INTO sessions (id, user_id, expires_at)"
+            " SELECT %s, id, %s FROM users WHERE id = %s AND password_hash = %s",
+            (session_id, expires_at, user_id, verified_hash),
+        ).rowcount
+        if not started:
+            return False
+        if stronger_hash is not None:
+            conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (stronger_hash, user_id))
+        _forgive_attempt(conn, name, address)
+        conn.execute("DELETE FROM sessions WHERE expires_at <= %s", (expires_at - SESSION_PRUNE_AGE,))
+    return True
 
-    One statement: the prune rides along in a data-modifying WITH.
-    """
-    conn.execute(
-        "WITH pruned AS (DELETE FROM revoked_tokens WHERE expires_at <= %s)"
-        " INSERT INTO revoked_tokens (jti, expires_at) VALUES (%s, %s) ON CONFLICT (jti) DO NOTHING",
-        (now, jti, expires_at),
-    )
+
+@_retried
+def end_session(conn: psycopg.Connection[Any], session_id: str) -> bool:
+    """End a session: every token issued in it stops working. False if it had ended."""
+    if _has_nul(session_id):
+        return False
+    with transaction(conn):
+        return conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,)).rowcount > 0
 
 
 # -- login throttling ------------------------------------------------------------
@@ -507,17 +596,10 @@ def revoke_token(conn: psycopg.Connection[Any], jti: str, expires_at: float, now
 @_retried
 def count_login_attempt(
     conn: psycopg.Connection[Any], name: str, address: str, now: float, window: float
-) -> tuple[int, float]:
-    """Count one login attempt for (name, address); return (count, window start).
-
-    Counted before the password is checked, in one statement, so concurrent
-    attempts in any thread or process cannot slip past the limit together
-    (ON CONFLICT DO UPDATE locks the row). A window that has passed starts
-    afresh, and rows of passed windows are pruned, in the same transaction.
-    A successful login clears the count.
-    """
+) -> tuple[int, float, int, float]:
+    """As store.count_login_attempt (ON CONFLICT DO UPDATE locks each row it counts)."""
     with transaction(conn):
-        row = _one(
+        by_name = _one(
             conn.execute(
                 "INSERT INTO login_failures AS f (name, address, failures, window_start) VALUES (%s, %s, 1, %s)"
                 " ON CONFLICT (name, address) DO UPDATE SET"
@@ -527,14 +609,33 @@ def count_login_attempt(
                 (_key(name), _key(address), now, now - window, now - window),
             )
         )
+        by_address = _one(
+            conn.execute(
+                "INSERT INTO address_failures AS f (address, failures, window_start) VALUES (%s, 1, %s)"
+                " ON CONFLICT (address) DO UPDATE SET"
+                "  failures = CASE WHEN f.window_start <= %s THEN 1 ELSE f.failures + 1 END,"
+                "  window_start = CASE WHEN f.window_start <= %s THEN excluded.window_start ELSE f.window_start END"
+                " RETURNING failures, window_start",
+                (_key(address), now, now - window, now - window),
+            )
+        )
         conn.execute("DELETE FROM login_failures WHERE window_start <= %s", (now - window,))
-    return int(row[0]), float(row[1])
+        conn.execute("DELETE FROM address_failures WHERE window_start <= %s", (now - window,))
+    return int(by_name[0]), float(by_name[1]), int(by_address[0]), float(by_address[1])
+
+
+def _forgive_attempt(conn: psycopg.Connection[Any], name: str, address: str) -> None:
+    conn.execute("DELETE FROM login_failures WHERE name = %s AND address = %s", (_key(name), _key(address)))
+    conn.execute(
+        "UPDATE address_failures SET failures = failures - 1 WHERE address = %s AND failures > 0", (_key(address),)
+    )
 
 
 @_retried
 def clear_login_failures(conn: psycopg.Connection[Any], name: str, address: str) -> None:
-    """Forget the failed logins of (name, address) after a successful one."""
-    conn.execute("DELETE FROM login_failures WHERE name = %s AND address = %s", (_key(name), _key(address)))
+    """Forget the failed logins of (name, address) and give back the address's attempt."""
+    with transaction(conn):
+        _forgive_attempt(conn, name, address)
 
 
 def _key(value: str) -> str:
@@ -546,97 +647,91 @@ def _key(value: str) -> str:
 # -- to-dos -----------------------------------------------------------------------------
 
 
-def token_account_with_todos(
+def session_account_with_todos(
     conn: psycopg.Connection[Any],
+    session_id: str,
     public_id: str,
-    jti: str,
     limit: int = -1,
     offset: int = 0,
     complete: bool | None = None,
-) -> tuple[TokenAccount | None, list[dict[str, Any]]]:
-    """get_token_account's answer and that account's to-dos in id order, in one statement.
-
-    The to-dos are a page (``limit``, ``offset``), optionally only (in)complete
-    ones; no account, no to-dos. The caller checks the token before it shows
-    any of them.
-    """
-    if _has_nul(public_id, jti):
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """As store.session_account_with_todos; json_agg keeps the page's order, and psycopg hands it over as lists."""
+    if _has_nul(session_id, public_id):
         return None, []
     only = "" if complete is None else " AND complete = %s"
-    # One row however long the page: the to-dos come as one JSON array of
-    # [id, text, complete], which psycopg hands over as Python lists.
     row = conn.execute(
-        SELECT_TOKEN_ACCOUNT + ", (SELECT coalesce(json_agg(json_build_array(id, text, complete) ORDER BY id), '[]')"
-        " FROM (SELECT id, text, complete FROM todos WHERE owner_id = u.id"
-        + only
-        + " ORDER BY id LIMIT %s OFFSET %s) AS page)"
-        " FROM users u WHERE u.public_id = %s",
-        (jti, *(() if complete is None else (complete,)), _limit(limit), offset, public_id),
+        "SELECT " + ACCOUNT_COLUMNS + ", (SELECT coalesce(json_agg(json_build_array(id, text, complete) ORDER BY id),"
+        " '[]') FROM (SELECT id, text, complete FROM todos WHERE owner_id = u.id" + only + " ORDER BY id"
+        " LIMIT %s OFFSET %s) AS page)"
+        " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = %s AND u.public_id = %s",
+        (*(() if complete is None else (complete,)), _limit(limit), offset, session_id, public_id),
     ).fetchone()
     if row is None:
         return None, []
-    return token_account_from_row(row), [{"id": i, "text": t, "complete": bool(c)} for i, t, c in row[6]]
+    return account_from_row(row), [{"id": i, "text": t, "complete": bool(c)} for i, t, c in row[4]]
 
 
-def token_account_with_todo(
-    conn: psycopg.Connection[Any], public_id: str, jti: str, todo_id: int
-) -> tuple[TokenAccount | None, dict[str, Any] | None]:
-    """get_token_account's answer and that account's to-do ``todo_id`` (None if it has none such), in one statement."""
-    if _has_nul(public_id, jti):
+def session_account_with_todo(
+    conn: psycopg.Connection[Any], session_id: str, public_id: str, todo_id: int
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """session_account's answer and that account's to-do ``todo_id`` (None if it has none such), in one statement."""
+    if _has_nul(session_id, public_id):
         return None, None
     row = conn.execute(
-        SELECT_TOKEN_ACCOUNT + ", t.id, t.text, t.complete"
-        " FROM users u LEFT JOIN todos t ON t.id = %s AND t.owner_id = u.id WHERE u.public_id = %s",
+        "SELECT " + ACCOUNT_COLUMNS + ", t.id, t.text, t.complete FROM sessions s JOIN users u ON u.id = s.user_id"
+        " LEFT JOIN todos t ON t.id = %s AND t.owner_id = u.id WHERE s.id = %s AND u.public_id = %s",
         # An id past 64 bits names no row (bigint cannot hold it): NULL matches none.
-        (jti, todo_id if todo_id <= MAX_ID else None, public_id),
+        (todo_id if todo_id <= MAX_ID else None, session_id, public_id),
     ).fetchone()
     if row is None:
         return None, None
-    return token_account_from_row(row), None if row[6] is None else todo_from_row(row[6:])
+    return account_from_row(row), None if row[4] is None else todo_from_row(row[4:])
 
 
 @_retried
-def create_todo(conn: psycopg.Connection[Any], owner_id: int, text: str) -> dict[str, Any] | None:
-    """Insert a to-do for the owner and return it; None if the owner no longer exists."""
-    try:
+def create_todo(conn: psycopg.Connection[Any], caller: Caller, text: str, max_todos: int) -> dict[str, Any]:
+    """As store.create_todo; the caller's rows are locked FOR UPDATE, so two creates of
+    one account queue and cannot both count below the maximum."""
+    with transaction(conn):
+        owner_id = _check_caller(conn, caller, admin=False, exclusive=True)
+        (count,) = _one(conn.execute("SELECT count(*) FROM todos WHERE owner_id = %s", (owner_id,)))
+        if count >= max_todos:
+            raise TooManyTodos(caller.public_id)
         (todo_id,) = _one(
             conn.execute("INSERT INTO todos (owner_id, text) VALUES (%s, %s) RETURNING id", (owner_id, text))
         )
-    except errors.ForeignKeyViolation:  # the account was deleted meanwhile
-        return None
     return {"id": todo_id, "text": text, "complete": False}
 
 
 @_retried
 def update_todo(
     conn: psycopg.Connection[Any],
-    owner_id: int,
+    caller: Caller,
     todo_id: int,
     *,
     text: str | None = None,
     complete: bool | None = None,
 ) -> dict[str, Any] | None:
-    """Change the text and/or completion of the owner's to-do; None if none.
-
-    One UPDATE ... RETURNING: the change and the answer are one statement.
-    """
-    if todo_id > MAX_ID:
-        return None
-    row = conn.execute(
-        "UPDATE todos SET text = coalesce(%s, text), complete = coalesce(%s, complete)"
-        " WHERE id = %s AND owner_id = %s RETURNING id, text, complete",
-        (text, complete, todo_id, owner_id),
-    ).fetchone()
+    """Change the text and/or completion of the caller's to-do; None if it has none such."""
+    with transaction(conn):
+        owner_id = _check_caller(conn, caller, admin=False)
+        row = conn.execute(
+            "UPDATE todos SET text = coalesce(%s, text), complete = coalesce(%s, complete)"
+            " WHERE id = %s AND owner_id = %s RETURNING id, text, complete",
+            (text, complete, todo_id if todo_id <= MAX_ID else None, owner_id),
+        ).fetchone()
     return todo_from_row(row)
 
 
 @_retried
-def delete_todo(conn: psycopg.Connection[Any], owner_id: int, todo_id: int) -> bool:
-    """Delete the owner's to-do; False if there was none."""
-    if todo_id > MAX_ID:
-        return False
-    cursor = conn.execute("DELETE FROM todos WHERE id = %s AND owner_id = %s", (todo_id, owner_id))
-    return cursor.rowcount > 0
+def delete_todo(conn: psycopg.Connection[Any], caller: Caller, todo_id: int) -> bool:
+    """Delete the caller's to-do; False if it has none such."""
+    with transaction(conn):
+        owner_id = _check_caller(conn, caller, admin=False)
+        deleted = conn.execute(
+            "DELETE FROM todos WHERE id = %s AND owner_id = %s", (todo_id if todo_id <= MAX_ID else None, owner_id)
+        ).rowcount
+    return deleted > 0
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -653,15 +748,6 @@ def _limit(limit: int) -> int | None:
 
 
 # -- copying a whole database (python -m todo_wsgi copy-to) -----------------------------
-
-# What a move carries, parents before children. Login failures stay behind:
-# they are at most a window's worth of history.
-COPIED: dict[str, tuple[str, ...]] = {
-    "users": ("id", "public_id", "name", "password_hash", "admin", "tokens_valid_after"),
-    "todos": ("id", "owner_id", "text", "complete"),
-    "app_secrets": ("name", "value"),
-    "revoked_tokens": ("jti", "expires_at"),
-}
 
 
 def export_rows(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, tuple[Any, ...]]]:
@@ -695,7 +781,7 @@ def import_rows(conn: psycopg.Connection[Any], rows: Iterable[tuple[str, tuple[A
     """Write what export_rows yields (from either backend) into this empty database.
 
     One transaction: all or nothing. Raise ValueError, writing nothing, if the
-    database already holds accounts, to-dos or revoked tokens; a signing key
+    database already holds accounts or to-dos; a signing key
     stored by a server that started on the empty database is replaced. Rows
     go in by COPY, and each id sequence is moved past the ids copied.
     Return the number of rows written per table.
@@ -703,15 +789,10 @@ def import_rows(conn: psycopg.Connection[Any], rows: Iterable[tuple[str, tuple[A
     counts = dict.fromkeys(COPIED, 0)
     with transaction(conn):
         # Nobody writes to the tables while we check that they are empty and fill them.
-        conn.execute("LOCK TABLE users, todos, app_secrets, revoked_tokens IN EXCLUSIVE MODE")
-        (busy,) = _one(
-            conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM todos)"
-                " OR EXISTS (SELECT 1 FROM revoked_tokens)"
-            )
-        )
+        conn.execute("LOCK TABLE users, todos, app_secrets, sessions IN EXCLUSIVE MODE")
+        (busy,) = _one(conn.execute("SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM todos)"))
         if busy:
-            raise ValueError("the target database is not empty: it already holds accounts, to-dos or tokens")
+            raise ValueError("the target database is not empty: it already holds accounts or to-dos")
         conn.execute("DELETE FROM app_secrets")
         for table, group in itertools.groupby(rows, key=lambda item: item[0]):
             if table == "next_ids":

@@ -1,10 +1,11 @@
 """todo-wsgi: a multi-user to-do REST API as one plain WSGI application.
 
-Owns the application: settings and ``create_app``; the WSGI edge (request,
-bounded body reader, the one error-to-JSON place, the one response path);
-tokens and passwords; the handlers with their route table; and the
-``python -m todo_wsgi`` command line. SQL lives in ``store.py`` (or
-``store_pg.py``), path matching in ``router.py``. The contract is API.md.
+The request path and nothing else, in the order a request flows: settings and
+``create_app``; the edge (request, body, errors, the one response path, the
+access line); tokens and passwords; validation; handlers; the route table.
+SQL lives in ``store.py`` (or ``store_pg.py``), path matching in ``router.py``,
+the operator's commands and serving in ``todo_wsgi_cli.py``, which this module
+never imports (``python -m todo_wsgi`` hands over to it at run time).
 
 No module-level mutable state: everything a request touches hangs off the
 ``TodoApp`` that ``create_app`` returns, so two apps in one process are apart.
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -26,11 +29,11 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, fields
 from http import HTTPStatus
 from pathlib import Path
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
@@ -46,6 +49,8 @@ StartResponse = Callable[..., Any]
 Body = dict[str, Any]
 # A handler answers a body to encode, or bytes already encoded (the OpenAPI document).
 Result = tuple[int, Body | bytes] | tuple[int, Body | bytes, list[tuple[str, str]]]
+# The key-derivation function: hashlib.pbkdf2_hmac's signature (tests pass a slow one).
+KDF = Callable[[str, bytes, bytes, int], bytes]
 
 # Shipped beside this module: in the checkout, and in the wheel by setup.py's build_py.
 OPENAPI_PATH = Path(__file__).with_name("todo_wsgi_openapi.json")
@@ -56,7 +61,7 @@ OPENAPI_PATH = Path(__file__).with_name("todo_wsgi_openapi.json")
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting of API.md, resolved from arguments, environment, defaults."""
+    """Every setting of the API, resolved from arguments, environment, defaults."""
 
     database: str = "todo.db"
     secret_key: str | None = None
@@ -65,26 +70,35 @@ class Settings:
     max_body_bytes: int = 65536
     login_max_failures: int = 5
     login_window: int = 900
+    login_max_failures_per_address: int = 50
     cors_origins: tuple[str, ...] = ()
     pool_size: int = 4
+    max_todos_per_account: int = 10000
 
     @classmethod
     def resolve(cls, environ: dict[str, str] | None = None, **given: Any) -> Settings:
-        """Take each setting from ``given``, else ``TODO_<NAME>``, else the default."""
+        """Take each setting from ``given``, else its environment variable, else the default."""
         environ = dict(os.environ) if environ is None else environ
         values: dict[str, Any] = {}
-        for name, default in cls().__dict__.items():
+        for field in fields(cls):
+            name, default = field.name, field.default
             value = given.get(name)
             if value is None:
-                value = environ.get(f"TODO_{name.upper()}") or None
+                value = environ.get(ENV_NAMES.get(name, f"TODO_{name.upper()}")) or None
             if value is None:
                 continue
             if isinstance(default, int):
                 value = _positive_int(name, value)
             elif name == "cors_origins":
                 value = _origins(value)
-            values[name] = str(value) if name in ("database", "secret_key") else value
+            else:
+                value = str(value)
+            values[name] = value
         return cls(**values)
+
+
+# Where a setting's variable is not TODO_ and its name in capitals.
+ENV_NAMES = MappingProxyType({"max_todos_per_account": "TODO_MAX_TODOS"})
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -93,7 +107,8 @@ def _positive_int(name: str, value: Any) -> int:
     except (TypeError, ValueError):
         number = 0
     if isinstance(value, bool) or number < 1 or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(f"setting {name} (TODO_{name.upper()}) must be a positive integer, got {value!r}")
+        variable = ENV_NAMES.get(name, f"TODO_{name.upper()}")
+        raise ValueError(f"setting {name} ({variable}) must be a positive integer, got {value!r}")
     return number
 
 
@@ -110,15 +125,19 @@ def create_app(
     max_body_bytes: int | None = None,
     login_max_failures: int | None = None,
     login_window: int | None = None,
+    login_max_failures_per_address: int | None = None,
     cors_origins: str | Iterable[str] | None = None,
     pool_size: int | None = None,
+    max_todos_per_account: int | None = None,
     *,
     clock: Callable[[], float] = time.time,
+    kdf: KDF = hashlib.pbkdf2_hmac,
 ) -> TodoApp:
-    """Build the WSGI application; each setting not given is read from TODO_<NAME>.
+    """Build the WSGI application; each setting not given is read from its TODO_ variable.
 
-    ``clock`` returns the current Unix time; tests pass a fake one to move
-    through token lifetimes and throttling windows without sleeping.
+    ``clock`` returns the current Unix time and ``kdf`` derives password
+    hashes: tests pass a fake clock to move through lifetimes and windows
+    without sleeping, and a blocking kdf to hold a request inside its hashing.
     """
     settings = Settings.resolve(
         database=database,
@@ -128,10 +147,12 @@ def create_app(
         max_body_bytes=max_body_bytes,
         login_max_failures=login_max_failures,
         login_window=login_window,
+        login_max_failures_per_address=login_max_failures_per_address,
         cors_origins=cors_origins,
         pool_size=pool_size,
+        max_todos_per_account=max_todos_per_account,
     )
-    return TodoApp(settings, clock)
+    return TodoApp(settings, clock, kdf)
 
 
 def backend_for(database: str) -> ModuleType:
@@ -149,9 +170,9 @@ def backend_for(database: str) -> ModuleType:
 
 
 class TodoApp:
-    """The WSGI callable: settings, database, signing key and router of one app."""
+    """The WSGI callable: settings, database, signing key, hasher and router of one app."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time, kdf: KDF = hashlib.pbkdf2_hmac):
         self.settings = settings
         self.clock = clock
         self.log = logging.getLogger("todo_wsgi")
@@ -169,32 +190,20 @@ class TodoApp:
         self.store = backend_for(settings.database)
         self.db = self.store.open_database(settings.database, settings.pool_size)
         with self.db.connection() as conn:
+            # Read once: a rotated key is taken up when the server next starts.
             self.secret_key = settings.secret_key or self.store.get_or_create_secret(
-                conn, "jwt_signing_key", secrets.token_urlsafe(48)
+                conn, SIGNING_KEY_NAME, secrets.token_urlsafe(48)
             )
         self.router = Router(ROUTES)
         # Parsed once to fail at start on a broken file, then served as these bytes.
         self.openapi_document = json_bytes(json.loads(OPENAPI_PATH.read_text(encoding="utf-8")))
         self.tokens = TokenCache(TOKEN_CACHE_SIZE)
+        self.hasher = Hasher(settings.pbkdf2_iterations, HASH_SLOTS, kdf)
         self.cors_origins = frozenset(settings.cors_origins)
-        self._dummy_hash: str | None = None
 
     def close(self) -> None:
         """Release the database connections."""
         self.db.close()
-
-    def dummy_hash(self) -> str:
-        """A well-formed hash at the configured cost that no password matches, for unknown names.
-
-        Random bytes, not a hash of anything: building it costs no PBKDF2 run,
-        so even the first unknown name costs exactly one, as a wrong password does.
-        """
-        if self._dummy_hash is None:
-            salt, digest = secrets.token_bytes(16), secrets.token_bytes(32)
-            self._dummy_hash = "$".join(
-                (PASSWORD_SCHEME, str(self.settings.pbkdf2_iterations), _b64(salt), _b64(digest))
-            )
-        return self._dummy_hash
 
     # -- the WSGI edge: request, errors, response --------------------------------
 
@@ -216,20 +225,25 @@ class TodoApp:
                     result = handler(req, **params)
                 status, body = result[0], result[1]
                 headers = result[2] if len(result) > 2 else []
+        except store.Refused as refused:
+            status, body, headers = refusal(refused)
         except HTTPError as error:
             status, body, headers = error.status, {"message": error.message}, error.headers
-        except self.store.UNAVAILABLE:
-            self.log.exception("database unavailable on %s %s", req.method, req.log_path)
-            status, body, headers = 503, {"message": "Database unavailable"}, [("Retry-After", "5")]
-        except Exception:
-            # The traceback goes to the log only; the client learns nothing of it.
-            self.log.exception("unhandled error on %s %s", req.method, req.log_path)
-            status, body, headers = 500, {"message": "Internal server error"}, []
+        except Exception as error:
+            if self.store.unavailable(error):
+                self.log.exception("database unavailable on %s %s", req.method, req.log_path)
+                status, body, headers = 503, {"message": "Database unavailable"}, [("Retry-After", "5")]
+            else:
+                # The traceback goes to the log only; the client learns nothing of it.
+                self.log.exception("unhandled error on %s %s", req.method, req.log_path)
+                status, body, headers = 500, {"message": "Internal server error"}, []
         if self.cors_origins:
             # Fetch standard, "CORS protocol and HTTP caches": whether the CORS
             # headers come depends on Origin, so every answer varies on it,
             # including those to no or an unlisted origin.
             headers = headers + [("Vary", "Origin")] + (cors_headers(origin or "") if cors else [])
+        # Tokens and private data are never kept by a cache.
+        headers.append(("Cache-Control", "no-store"))
         if status == 204:
             payload, response_headers = b"", [("Content-Length", "0"), *headers]
         else:
@@ -258,7 +272,26 @@ class TodoApp:
         )
 
 
-STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+def refusal(refused: store.Refused) -> tuple[int, Body, list[tuple[str, str]]]:
+    """The answer to a write the store refused (each refusal type has one)."""
+    if isinstance(refused, store.SessionEnded):
+        error = token_refused("revoked")
+        return error.status, {"message": error.message}, error.headers
+    status, message = REFUSALS[type(refused)]
+    return status, {"message": message}, []
+
+
+REFUSALS = MappingProxyType(
+    {
+        store.NotAdmin: (403, "Cannot perform that function!"),
+        store.NameTaken: (409, "Name already taken!"),
+        store.LastAdmin: (409, "Cannot remove the last admin!"),
+        store.TooManyTodos: (409, "Too many todos"),
+        store.PasswordChanged: (409, "The password was changed meanwhile; try again"),
+    }
+)
+
+STATUS_LINES = MappingProxyType({status.value: f"{status.value} {status.phrase}" for status in HTTPStatus})
 
 
 def path_for_log(path: str) -> str:
@@ -268,14 +301,14 @@ def path_for_log(path: str) -> str:
 
 
 def access_line(environ: Environ, method: str, path: str, status: int, started: float, who: str) -> str:
-    """The access-log line of one request (API.md): UTC time, client address,
-    method, path (``path_for_log``), status, ms since ``started`` (a
-    perf_counter reading) and the account's public id or "-"; never a token,
-    a password, a body or the query."""
+    """The access-log line of one request: UTC time, client address, method,
+    path (``path_for_log``), status, ms since ``started`` (a perf_counter
+    reading) and the account's public id or "-"; never a token, a password,
+    a body or the query."""
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
     ms = (time.perf_counter() - started) * 1000
-    address = environ.get("REMOTE_ADDR") or "-"
+    address = path_for_log(environ.get("REMOTE_ADDR") or "-")
     return f"{stamp} {address} {method} {path_for_log(path)} {status} {ms:.1f}ms {who}"
 
 
@@ -297,7 +330,7 @@ def cors_headers(origin: str) -> list[tuple[str, str]]:
 class Request:
     """What a handler needs of one request, built once per call."""
 
-    __slots__ = ("account", "app", "claims", "conn", "environ", "method", "path")
+    __slots__ = ("account", "app", "caller", "conn", "environ", "method", "path")
 
     def __init__(self, app: TodoApp, environ: Environ) -> None:
         self.app = app
@@ -306,7 +339,7 @@ class Request:
         self.path: str = environ.get("PATH_INFO") or "/"
         self.conn: Any = None
         self.account: dict[str, Any] | None = None
-        self.claims: dict[str, Any] | None = None
+        self.caller: store.Caller | None = None
 
     @property
     def store(self) -> ModuleType:
@@ -317,6 +350,20 @@ class Request:
     def log_path(self) -> str:
         """The path as a log shows it (``path_for_log``)."""
         return path_for_log(self.path)
+
+    @property
+    def address(self) -> str:
+        """The client's address as login throttling counts it: IPv6 by its /64 network."""
+        address = str(self.environ.get("REMOTE_ADDR") or "")
+        try:
+            parsed = ipaddress.ip_address(address)
+        except ValueError:
+            return address[:100]
+        if isinstance(parsed, ipaddress.IPv6Address):
+            if parsed.ipv4_mapped is not None:
+                return str(parsed.ipv4_mapped)
+            return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+        return str(parsed)
 
     def url(self, path: str) -> str:
         """An absolute path for ``path`` below the mount point (SCRIPT_NAME)."""
@@ -352,7 +399,7 @@ class Request:
         return data
 
 
-TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
+TYPE_NAMES = MappingProxyType({str: "a string", bool: "true or false", int: "an integer"})
 
 
 def read_body(environ: Environ, limit: int) -> bytes:
@@ -400,66 +447,132 @@ def _refuse_constant(name: str) -> Any:
 # -- tokens and passwords ------------------------------------------------------
 
 PASSWORD_SCHEME = "pbkdf2_sha256"
+SIGNING_KEY_NAME = "jwt_signing_key"
+
+# PBKDF2 runs one process does at once: all cores but one, so reads keep a core
+# while logins hash (docs/security.md, "Hashing is bounded").
+HASH_SLOTS = max(1, (os.cpu_count() or 1) - 1)
+# How long a login waits for a hashing slot before it answers 503 (API: about 0.1 s),
+# and how long a signed-in request (a password change, an admin's edit) waits.
+LOGIN_HASH_WAIT = 0.1
+SIGNED_IN_HASH_WAIT = 10.0
 
 
-def hash_password(password: str, iterations: int) -> str:
-    """Hash with PBKDF2-HMAC-SHA256 and a 16-byte salt, self-describing."""
-    salt = secrets.token_bytes(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    return "$".join((PASSWORD_SCHEME, str(iterations), _b64(salt), _b64(digest)))
+class Hasher:
+    """PBKDF2-HMAC-SHA256 for one app, at most ``slots`` runs at once.
 
+    Every run happens inside ``slot()``. A login meets a busy hasher with a
+    503 at once when its predicted wait (the runs queued ahead of it times
+    their average length) is past its bound, so a flood of logins is answered
+    in microseconds instead of holding the server's threads.
+    """
 
-def verify_password(password: str, stored: str) -> bool:
-    """Check ``password`` against a stored hash in constant time."""
-    try:
-        scheme, iterations, salt, digest = stored.split("$")
-        expected = base64.b64decode(digest)
-        actual = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
-    except (ValueError, binascii.Error):
-        return False
-    return scheme == PASSWORD_SCHEME and hmac.compare_digest(actual, expected)
+    def __init__(self, iterations: int, slots: int, kdf: KDF = hashlib.pbkdf2_hmac) -> None:
+        self.iterations = iterations
+        self.slots = slots
+        self.kdf = kdf
+        self._free = threading.Semaphore(slots)
+        self._lock = threading.Lock()
+        self._running = 0
+        self._waiting = 0
+        self._average = 0.0  # seconds per run, a moving average
+        # A well-formed hash at today's cost that no password matches, for unknown
+        # names: random bytes, so making it costs no run.
+        salt, digest = secrets.token_bytes(16), secrets.token_bytes(32)
+        self.dummy_hash = "$".join((PASSWORD_SCHEME, str(iterations), _b64(salt), _b64(digest)))
+
+    @contextlib.contextmanager
+    def slot(self, wait: float, predict: bool = False) -> Iterator[None]:
+        """Hold a hashing slot for the block; 503 when none is free within ``wait`` seconds
+        (at once, when ``predict`` and the runs queued ahead would take longer)."""
+        with self._lock:
+            ahead = self._waiting + self._running - self.slots + 1
+            if predict and ahead > 0 and ahead * self._average / self.slots > wait:
+                raise too_busy()
+            self._waiting += 1
+        try:
+            acquired = self._free.acquire(timeout=wait)
+        finally:
+            with self._lock:
+                self._waiting -= 1
+                self._running += acquired
+        if not acquired:
+            raise too_busy()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+            self._free.release()
+
+    def hash(self, password: str) -> str:
+        """A new self-describing hash of ``password`` with a 16-byte salt."""
+        salt = secrets.token_bytes(16)
+        digest = self._run(password.encode(), salt, self.iterations)
+        return "$".join((PASSWORD_SCHEME, str(self.iterations), _b64(salt), _b64(digest)))
+
+    def verify(self, password: str, stored: str) -> bool:
+        """Check ``password`` against ``stored`` in constant time, at today's cost at least.
+
+        A hash made with fewer iterations is padded to today's count, so a
+        failed login costs the same for an old account as for an unknown name.
+        """
+        try:
+            scheme, count, salt, digest = stored.split("$")
+            iterations, expected, salt_bytes = int(count), base64.b64decode(digest), base64.b64decode(salt)
+        except (ValueError, binascii.Error):
+            scheme, iterations, expected, salt_bytes = "", 0, b"", b""
+        actual = self._run(password.encode(), salt_bytes, iterations) if iterations > 0 else b""
+        if iterations < self.iterations:
+            self._run(b"", b"padding", self.iterations - max(iterations, 0))
+        return scheme == PASSWORD_SCHEME and bool(expected) and hmac.compare_digest(actual, expected)
+
+    def _run(self, password: bytes, salt: bytes, iterations: int) -> bytes:
+        started = time.perf_counter()
+        digest = self.kdf("sha256", password, salt, iterations)
+        with self._lock:
+            self._average += (time.perf_counter() - started - self._average) / 4
+        return digest
 
 
 def hash_iterations(stored: str) -> int:
     """The iteration count a stored hash was made with (0 if unreadable)."""
     parts = stored.split("$")
-    return int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else 0
+    return int(parts[1]) if len(parts) == 4 and parts[1].isdigit() and len(parts[1]) < 10 else 0
+
+
+def hash_password(password: str, iterations: int) -> str:
+    """Hash ``password`` at ``iterations`` (for the operator's commands and tests)."""
+    return Hasher(iterations, 1).hash(password)
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def issue_token(app: TodoApp, public_id: str, tokens_valid_after: float = 0.0) -> str:
-    """Sign a token for the account: public_id, iat, exp and a unique jti.
+def too_busy() -> HTTPError:
+    """The answer when the hasher is busy past a request's bound."""
+    return HTTPError(503, "Too many password checks at once; try again shortly", [("Retry-After", "1")])
 
-    ``iat`` keeps microseconds (RFC 7519 allows a non-integer NumericDate) and
-    is never before the account's cut-off, so a token issued just after a
-    password change works even when the clock has not moved since.
-    """
-    now = app.clock()
+
+# A token's iat may lie this far in the future (clock skew between servers), no more.
+ALLOWED_SKEW = 60
+
+
+def issue_token(app: TodoApp, public_id: str, session_id: str, issued: float) -> str:
+    """Sign an access token of a session: public_id, sid, iat (``issued``) and exp."""
     claims = {
         "public_id": public_id,
-        "iat": max(round(now, 6), tokens_valid_after),
-        "exp": int(now) + app.settings.token_ttl,
-        "jti": secrets.token_urlsafe(16),
+        "sid": session_id,
+        "iat": int(issued),
+        "exp": int(issued) + app.settings.token_ttl,
     }
     return jwt.encode(claims, app.secret_key, algorithm="HS256")
 
 
-def token_cutoff(now: float) -> float:
-    """The cut-off a password change sets: one microsecond after ``now``.
-
-    Every token issued until then has ``iat`` at most ``round(now, 6)``, below
-    it; every token issued after starts at it (``issue_token``). Old and new
-    tokens are told apart even when both are issued at the same clock reading.
-    """
-    return round(now, 6) + 1e-6
-
-
 def read_token(environ: Environ) -> str | None:
     """The token from ``x-access-token`` or ``Authorization: Bearer``, if any."""
-    # A header that is present but empty carries a bad token, not none (issue 3).
+    # A header that is present but empty carries a bad token, not none.
     token = environ.get("HTTP_X_ACCESS_TOKEN")
     if token is not None:
         return str(token).strip()
@@ -480,7 +593,7 @@ class TokenCache:
     string always verifies the same way, so remembering the claims of one that
     did cannot let through a token the full check would refuse. Only what the
     signature proves is kept; expiry is checked on every use, and everything
-    that can end a token early (logout, password change, deletion) is in the
+    that can end a token early (its session ending) is in the
     database, read on every request. Reads take no lock (a dict lookup is
     atomic under the GIL); inserts do, since eviction iterates the dict.
     """
@@ -506,81 +619,82 @@ class TokenCache:
 
 
 def decode_token(app: TodoApp, token: str) -> dict[str, Any]:
-    """The token's claims if its signature and shape were ever verified, and it has not expired.
+    """The token's claims if its signature and shape hold and it is live by the clock; else 401.
 
-    Expiry is checked here, on every use, against the app's clock rather than
-    by PyJWT's own, so the whole service shares one notion of "now".
+    Signature and shape are remembered per token string (TokenCache); the
+    clock checks run on every use, against the app's clock rather than
+    PyJWT's own, so the whole service shares one notion of "now".
     """
     claims = app.tokens.get(token)
     if claims is None:
         claims = verify_token(app, token)
         app.tokens.put(token, claims)
-    if claims["exp"] <= app.clock():
-        raise token_invalid()
+    now = app.clock()
+    if claims["iat"] > now + ALLOWED_SKEW:
+        raise token_refused("malformed")
+    if claims["exp"] <= now:
+        raise token_refused("expired")
     return claims
 
 
 def verify_token(app: TodoApp, token: str) -> dict[str, Any]:
-    """Verify the signature (HS256 only) and claims' shape; raise 401 if bad."""
+    """Verify the signature (HS256 only) and the claims' shape; raise 401 if bad."""
     try:
         claims = jwt.decode(
             token,
             app.secret_key,
             algorithms=["HS256"],
-            options={"require": ["exp", "iat", "public_id", "jti"], "verify_exp": False, "verify_iat": False},
+            options={"require": ["exp", "iat", "public_id", "sid"], "verify_exp": False, "verify_iat": False},
         )
     except jwt.PyJWTError:
-        raise token_invalid() from None
+        raise token_refused("malformed") from None
     exp, iat = claims["exp"], claims["iat"]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (exp, iat)):
-        raise token_invalid()
-    if not isinstance(claims["public_id"], str) or not isinstance(claims["jti"], str):
-        raise token_invalid()
+        raise token_refused("malformed")
+    if not isinstance(claims["public_id"], str) or not isinstance(claims["sid"], str):
+        raise token_refused("malformed")
+    # Whoever signed it: a lifetime longer than ours is not one we issue.
+    if exp - iat > app.settings.token_ttl:
+        raise token_refused("malformed")
     return claims
 
 
-def token_claims(req: Request) -> dict[str, Any]:
-    """The claims of the request's token if its signature and expiry hold; else 401.
+def authenticate(req: Request, read: Callable[..., Any] | None = None, *args: Any) -> tuple[dict[str, Any], Any]:
+    """The one token decision of every handler: return (the signed-in account, what ``read`` read).
 
-    Only half the check: ``accept_account`` does the rest with what the
-    database says of the account.
+    The token must verify (``decode_token``) and its session must still be in
+    the database. ``read(conn, session_id, public_id, *args)`` reads the
+    account together with a route's data in one statement, answering
+    (account or None, data); without it only the account is read. Writes check
+    the session again inside their own transaction (``req.caller``).
     """
     token = read_token(req.environ)
     if token is None:
         raise HTTPError(401, "Token is missing!", [("WWW-Authenticate", "Bearer")])
-    return decode_token(req.app, token)
-
-
-def accept_account(req: Request, claims: dict[str, Any], found: store.TokenAccount | None) -> dict[str, Any]:
-    """The signed-in account, if the database (``found``, as get_token_account
-    reads it) still accepts the token: the account exists, the token was not
-    logged out, and it was issued after the password's last change. Else 401."""
-    if found is None:
-        raise token_invalid()
-    account, tokens_valid_after, revoked = found
-    if revoked or claims["iat"] < tokens_valid_after:
-        raise token_invalid()
-    req.account, req.claims = account, claims
-    return account
-
-
-def authenticate(req: Request) -> dict[str, Any]:
-    """Return the signed-in account, read fresh from the database, or raise 401."""
-    claims = token_claims(req)
-    return accept_account(req, claims, req.store.get_token_account(req.conn, claims["public_id"], claims["jti"]))
+    claims = decode_token(req.app, token)
+    req.caller = store.Caller(claims["sid"], claims["public_id"])
+    if read is None:
+        account, data = req.store.session_account(req.conn, *req.caller), None
+    else:
+        account, data = read(req.conn, *req.caller, *args)
+    if account is None:
+        raise token_refused("revoked")
+    req.account = account
+    return account, data
 
 
 def require_admin(req: Request) -> dict[str, Any]:
     """Return the signed-in account if it is an admin; else 401 or 403."""
-    account = authenticate(req)
+    account, _ = authenticate(req)
     if not account["admin"]:
         raise HTTPError(403, "Cannot perform that function!")
     return account
 
 
-def token_invalid() -> HTTPError:
-    """The one answer for every token that fails any check."""
-    return HTTPError(401, "Token is invalid!", [("WWW-Authenticate", "Bearer")])
+def token_refused(why: str) -> HTTPError:
+    """The one answer for a token that fails a check, saying why (RFC 6750 3): expired, revoked or malformed."""
+    challenge = f'Bearer error="invalid_token", error_description="{why}"'
+    return HTTPError(401, "Token is invalid!", [("WWW-Authenticate", challenge)])
 
 
 def could_not_verify() -> HTTPError:
@@ -603,17 +717,26 @@ def basic_credentials(environ: Environ) -> tuple[str, str] | None:
 
 # -- validation of names, passwords and text ------------------------------------
 
+# Unicode categories a name may not hold: control, format (zero-width,
+# bidirectional overrides, soft hyphen), surrogate, line and paragraph separators.
+FORBIDDEN_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
-def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be an account name, or None if it can."""
+
+def account_name(name: str) -> str:
+    """``name`` in the form it is stored (NFC), or 400 saying why it cannot be an account name."""
+    name = unicodedata.normalize("NFC", name)
     if not 1 <= len(name) <= 50:
-        return "Field 'name' must be 1 to 50 characters"
+        raise HTTPError(400, "Field 'name' must be 1 to 50 characters")
     if ":" in name:
         # RFC 7617 2: a Basic user-id cannot contain a colon, so such an account could never log in.
-        return "Field 'name' must not contain ':'"
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
-        return "Field 'name' must not contain control characters"
-    return None
+        raise HTTPError(400, "Field 'name' must not contain ':'")
+    if any(unicodedata.category(ch) in FORBIDDEN_IN_NAMES for ch in name):
+        raise HTTPError(
+            400, "Field 'name' must not contain control characters, format characters or line or paragraph separators"
+        )
+    if name != name.strip():
+        raise HTTPError(400, "Field 'name' must not begin or end with white space")
+    return name
 
 
 def password_problem(password: str, field: str = "password") -> str | None:
@@ -650,7 +773,7 @@ def _check(problem: str | None) -> None:
         raise HTTPError(400, problem)
 
 
-# -- handlers and the route table -------------------------------------------------
+# -- handlers ---------------------------------------------------------------------------
 
 
 def healthz(req: Request) -> Result:
@@ -665,38 +788,60 @@ def openapi(req: Request) -> Result:
 
 
 def login(req: Request) -> Result:
-    """Exchange HTTP Basic credentials for a token, throttled per name and address."""
+    """Exchange HTTP Basic credentials for a token of a new session, throttled per name and address.
+
+    Check, hash, then decide again: the session starts only if the password
+    hash is still the one verified, in the same transaction as the write.
+    """
     app, credentials = req.app, basic_credentials(req.environ)
     if credentials is None:
         raise could_not_verify()  # at once, without hashing
     name, password = credentials
-    address = req.environ.get("REMOTE_ADDR", "")
-    now, window = app.clock(), app.settings.login_window
     # Keyed on at most 100 characters: no real name is longer, and a client
     # must not be able to grow the table by sending huge names.
-    failures, window_start = req.store.count_login_attempt(req.conn, name[:100], address, now, window)
-    if failures > app.settings.login_max_failures:
-        retry_after = max(1, math.ceil(window_start + window - now))
-        raise HTTPError(429, "Too many failed logins; try again later", [("Retry-After", str(retry_after))])
-    account = req.store.get_login(req.conn, name)
-    # An unknown name costs one hash too, so timing does not tell names apart.
-    stored = account["password_hash"] if account else app.dummy_hash()
-    if not verify_password(password, stored) or account is None:
+    name_key, address = name[:100], req.address
+    with app.hasher.slot(LOGIN_HASH_WAIT, predict=True):  # busy: 503 at once, nothing counted
+        issued = app.clock()  # before the hash is read: the token is never newer than what it saw
+        check_throttle(req, name_key, address, issued)
+        account = req.store.get_login(req.conn, name)
+        # An unknown name costs one hash too, so timing does not tell names apart.
+        stored = account["password_hash"] if account else app.hasher.dummy_hash
+        if not app.hasher.verify(password, stored) or account is None:
+            raise could_not_verify()
+        stronger = app.hasher.hash(password) if hash_iterations(stored) < app.settings.pbkdf2_iterations else None
+    session_id = secrets.token_urlsafe(16)
+    expires_at = issued + app.settings.token_ttl
+    started = req.store.start_session(
+        req.conn, account["id"], stored, session_id, expires_at, stronger_hash=stronger, name=name_key, address=address
+    )
+    if not started:  # the password changed while this login was hashing
         raise could_not_verify()
-    req.store.clear_login_failures(req.conn, name[:100], address)
     req.account = account  # for the access log
-    if hash_iterations(stored) < app.settings.pbkdf2_iterations:
-        new_hash = hash_password(password, app.settings.pbkdf2_iterations)
-        req.store.rehash_password(req.conn, account["id"], stored, new_hash)
-    token = issue_token(app, account["public_id"], account["tokens_valid_after"])
+    token = issue_token(app, account["public_id"], session_id, issued)
     return 200, {"token": token, "expires_in": app.settings.token_ttl}
 
 
+def check_throttle(req: Request, name: str, address: str, now: float) -> None:
+    """Count a password attempt of ``name`` from ``address``; 429 once either is past its limit."""
+    settings = req.app.settings
+    window = settings.login_window
+    by_name, name_start, by_address, address_start = req.store.count_login_attempt(req.conn, name, address, now, window)
+    over = []
+    if by_name > settings.login_max_failures:
+        over.append(name_start)
+    if by_address > settings.login_max_failures_per_address:
+        over.append(address_start)
+    if over:
+        retry_after = max(1, math.ceil(max(over) + window - now))
+        req.app.log.warning("login throttled: name %s from %s", path_for_log(name), path_for_log(address))
+        raise HTTPError(429, "Too many failed logins; try again later", [("Retry-After", str(retry_after))])
+
+
 def logout(req: Request) -> Result:
-    """End this token: its jti joins the deny-list until it would expire."""
+    """End this token's session: every token issued in it stops working."""
     authenticate(req)
-    assert req.claims is not None
-    req.store.revoke_token(req.conn, req.claims["jti"], float(req.claims["exp"]), req.app.clock())
+    assert req.caller is not None
+    req.store.end_session(req.conn, req.caller.session_id)
     return 200, {"message": "Logged out!"}
 
 
@@ -722,10 +867,11 @@ def _query_int(query: dict[str, str], name: str, default: int, low: int, high: i
     text = query.get(name)
     if text is None:
         return default
-    # Length first: int() of thousands of digits raises (and costs) before any range check.
-    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 19 or not low <= int(text) <= high:
+    # Leading zeros are read, not counted: int() of thousands of digits raises before any range check.
+    digits = text.lstrip("0") or "0"
+    if not (text.isascii() and text.isdigit()) or len(digits) > 19 or not low <= int(digits) <= high:
         raise HTTPError(400, f"Query parameter '{name}' must be an integer from {low} to {high}")
-    return int(text)
+    return int(digits)
 
 
 def next_link(req: Request, limit: int, offset: int, extra: dict[str, str]) -> list[tuple[str, str]]:
@@ -756,13 +902,11 @@ def create_user(req: Request) -> Result:
     """A new, non-admin account."""
     require_admin(req)
     data = req.json({"name": str, "password": str})
-    _check(name_problem(data["name"]))
+    name = account_name(data["name"])
     _check(password_problem(data["password"]))
-    password_hash = hash_password(data["password"], req.app.settings.pbkdf2_iterations)
-    try:
-        user = req.store.create_user(req.conn, str(uuid.uuid4()), data["name"], password_hash, False)
-    except req.store.NameTaken:
-        raise HTTPError(409, "Name already taken!") from None
+    with req.app.hasher.slot(SIGNED_IN_HASH_WAIT):
+        password_hash = req.app.hasher.hash(data["password"])
+    user = req.store.create_user(req.conn, req.caller, str(uuid.uuid4()), name, password_hash, False)
     location = req.url(f"/user/{user['public_id']}")
     return 201, {"message": "New user created!", "user": public(user)}, [("Location", location)]
 
@@ -770,85 +914,82 @@ def create_user(req: Request) -> Result:
 def promote_user(req: Request, public_id: str) -> Result:
     """Make an account an admin."""
     require_admin(req)
-    if req.store.update_user(req.conn, public_id, admin=True) is None:
+    if req.store.update_user(req.conn, req.caller, public_id, admin=True) is None:
         raise HTTPError(404, "No user found!")
     return 200, {"message": "The user has been promoted!"}
 
 
 def patch_user(req: Request, public_id: str) -> Result:
-    """Rename, reset the password of (ending its tokens), or (de)promote an account."""
+    """Rename, reset the password of (ending its sessions), or (de)promote an account."""
     require_admin(req)
     data = req.json({}, {"name": str, "password": str, "admin": bool})
-    if "name" in data:
-        _check(name_problem(data["name"]))
+    name = account_name(data["name"]) if "name" in data else None
     password_hash = None
     if "password" in data:
         _check(password_problem(data["password"]))
-        password_hash = hash_password(data["password"], req.app.settings.pbkdf2_iterations)
-    try:
-        user = req.store.update_user(
-            req.conn,
-            public_id,
-            name=data.get("name"),
-            password_hash=password_hash,
-            admin=data.get("admin"),
-            now=token_cutoff(req.app.clock()),
-        )
-    except req.store.NameTaken:
-        raise HTTPError(409, "Name already taken!") from None
-    except req.store.LastAdmin:
-        raise HTTPError(409, "Cannot remove the last admin!") from None
+        with req.app.hasher.slot(SIGNED_IN_HASH_WAIT):
+            password_hash = req.app.hasher.hash(data["password"])
+    user = req.store.update_user(
+        req.conn, req.caller, public_id, name=name, password_hash=password_hash, admin=data.get("admin")
+    )
     if user is None:
         raise HTTPError(404, "No user found!")
     return 200, {"user": public(user)}
 
 
 def delete_user(req: Request, public_id: str) -> Result:
-    """Delete an account, its to-dos and (so) its tokens; never the last admin."""
+    """Delete an account, its to-dos and its sessions; never the last admin."""
     require_admin(req)
-    try:
-        deleted = req.store.delete_user(req.conn, public_id)
-    except req.store.LastAdmin:
-        raise HTTPError(409, "Cannot remove the last admin!") from None
-    if not deleted:
+    if not req.store.delete_user(req.conn, req.caller, public_id):
         raise HTTPError(404, "No user found!")
     return 200, {"message": "The user has been deleted!"}
 
 
 def get_me(req: Request) -> Result:
     """The signed-in account."""
-    return 200, {"user": public(authenticate(req))}
+    account, _ = authenticate(req)
+    return 200, {"user": public(account)}
 
 
 def change_my_password(req: Request) -> Result:
-    """Change one's own password; every token issued before it stops working."""
-    account = authenticate(req)
+    """Change one's own password; every session of the account ends.
+
+    A wrong old password counts as a failed login. The new hash is written
+    only if the stored one is still the hash the old password was checked
+    against (compare and swap), and only while this session lives.
+    """
+    account, _ = authenticate(req)
     data = req.json({"old_password": str, "new_password": str})
     _check(password_problem(data["new_password"], "new_password"))
-    login_row = req.store.get_login(req.conn, account["name"])
-    if login_row is None or not verify_password(data["old_password"], login_row["password_hash"]):
-        raise HTTPError(403, "Wrong password!")
-    new_hash = hash_password(data["new_password"], req.app.settings.pbkdf2_iterations)
-    cutoff = token_cutoff(req.app.clock())
-    req.store.update_user(req.conn, account["public_id"], password_hash=new_hash, now=cutoff)
+    hasher, name, address = req.app.hasher, account["name"][:100], req.address
+    with hasher.slot(SIGNED_IN_HASH_WAIT):
+        check_throttle(req, name, address, req.app.clock())
+        login_row = req.store.get_login(req.conn, account["name"])
+        stored = login_row["password_hash"] if login_row else hasher.dummy_hash
+        if not hasher.verify(data["old_password"], stored):
+            raise HTTPError(403, "Wrong password!")
+        new_hash = hasher.hash(data["new_password"])
+    req.store.clear_login_failures(req.conn, name, address)
+    if (
+        req.store.update_user(req.conn, req.caller, account["public_id"], password_hash=new_hash, verified_hash=stored)
+        is None
+    ):
+        raise token_refused("revoked")
     return 200, {"message": "Password changed!"}
 
 
 def list_todos(req: Request) -> Result:
     """The account's own to-dos in id order, a page at a time."""
-    # The account and the page come in one read (store.token_account_with_todos);
-    # none of the page is shown unless accept_account passes the token. (So a
-    # refused token's request reads a page before its 401, as a valid one does.)
-    claims = token_claims(req)
+    # A bad query is answered after the token's decision (a refused token is
+    # a 401 before a 400): the first page is read meanwhile and not shown.
     try:
         limit, offset, complete = page(req, with_complete=True)
-    except HTTPError:
-        authenticate(req)  # a token the database refuses is a 401 before a bad query's 400
-        raise
-    found, todos = req.store.token_account_with_todos(
-        req.conn, claims["public_id"], claims["jti"], limit + 1, offset, complete
-    )
-    accept_account(req, claims, found)
+        bad_query = None
+    except HTTPError as error:
+        (limit, offset, complete), bad_query = (100, 0, None), error
+    _, todos = authenticate(req, req.store.session_account_with_todos, limit + 1, offset, complete)
+    if bad_query is not None:
+        raise bad_query
     headers = []
     if len(todos) > limit:
         extra = {} if complete is None else {"complete": "true" if complete else "false"}
@@ -858,9 +999,7 @@ def list_todos(req: Request) -> Result:
 
 def get_todo(req: Request, todo_id: int) -> Result:
     """One of the account's to-dos; another's is answered as missing."""
-    claims = token_claims(req)
-    found, todo = req.store.token_account_with_todo(req.conn, claims["public_id"], claims["jti"], todo_id)
-    accept_account(req, claims, found)
+    _, todo = authenticate(req, req.store.session_account_with_todo, todo_id)
     if todo is None:
         raise HTTPError(404, "No todo found!")
     return 200, {"todo": todo}
@@ -868,30 +1007,28 @@ def get_todo(req: Request, todo_id: int) -> Result:
 
 def create_todo(req: Request) -> Result:
     """A new, incomplete to-do."""
-    account = authenticate(req)
+    authenticate(req)
     data = req.json({"text": str})
     _check(text_problem(data["text"]))
-    todo = req.store.create_todo(req.conn, account["id"], data["text"])
-    if todo is None:  # the account was deleted after its token was checked
-        raise token_invalid()
+    todo = req.store.create_todo(req.conn, req.caller, data["text"], req.app.settings.max_todos_per_account)
     return 201, {"message": "Todo created!", "todo": todo}, [("Location", req.url(f"/todo/{todo['id']}"))]
 
 
 def complete_todo(req: Request, todo_id: int) -> Result:
     """Mark a to-do complete."""
-    account = authenticate(req)
-    if req.store.update_todo(req.conn, account["id"], todo_id, complete=True) is None:
+    authenticate(req)
+    if req.store.update_todo(req.conn, req.caller, todo_id, complete=True) is None:
         raise HTTPError(404, "No todo found!")
     return 200, {"message": "Todo item has been completed!"}
 
 
 def patch_todo(req: Request, todo_id: int) -> Result:
     """Edit a to-do's text and/or completion; ``{}`` changes nothing."""
-    account = authenticate(req)
+    authenticate(req)
     data = req.json({}, {"text": str, "complete": bool})
     if "text" in data:
         _check(text_problem(data["text"]))
-    todo = req.store.update_todo(req.conn, account["id"], todo_id, text=data.get("text"), complete=data.get("complete"))
+    todo = req.store.update_todo(req.conn, req.caller, todo_id, text=data.get("text"), complete=data.get("complete"))
     if todo is None:
         raise HTTPError(404, "No todo found!")
     return 200, {"todo": todo}
@@ -899,11 +1036,13 @@ def patch_todo(req: Request, todo_id: int) -> Result:
 
 def delete_todo(req: Request, todo_id: int) -> Result:
     """Delete a to-do."""
-    account = authenticate(req)
-    if not req.store.delete_todo(req.conn, account["id"], todo_id):
+    authenticate(req)
+    if not req.store.delete_todo(req.conn, req.caller, todo_id):
         raise HTTPError(404, "No todo found!")
     return 200, {"message": "Todo item deleted!"}
 
+
+# -- the route table ----------------------------------------------------------------------
 
 ROUTES: tuple[tuple[str, str, Callable[..., Result]], ...] = (
     ("GET", "/healthz", healthz),

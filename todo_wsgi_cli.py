@@ -21,14 +21,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from todo_wsgi import (
+    HTTPError,
     Settings,
     TodoApp,
+    account_name,
     backend_for,
     create_app,
     hash_password,
-    name_problem,
     password_problem,
-    token_cutoff,
 )
 
 
@@ -46,14 +46,19 @@ def read_new_password(stdin: Any = None) -> str:
 def cmd_create_user(app: TodoApp, args: argparse.Namespace) -> int:
     """Create an account from the command line."""
     password = read_new_password()
-    problem = name_problem(args.name) or password_problem(password)
+    try:
+        name = account_name(args.name)
+    except HTTPError as error:
+        print(f"error: {error.message.replace('Field ', '')}", file=sys.stderr)
+        return 1
+    problem = password_problem(password)
     if problem:
         print(f"error: {problem.replace('Field ', '')}", file=sys.stderr)
         return 1
     password_hash = hash_password(password, app.settings.pbkdf2_iterations)
     with app.db.connection() as conn:
         try:
-            user = app.store.create_user(conn, str(uuid.uuid4()), args.name, password_hash, args.admin)
+            user = app.store.create_user(conn, None, str(uuid.uuid4()), name, password_hash, args.admin)
         except app.store.NameTaken:
             print(f"error: the name {args.name!r} is already taken", file=sys.stderr)
             return 1
@@ -137,13 +142,10 @@ def cmd_set_password(app: TodoApp, args: argparse.Namespace) -> int:
         return 1
     password_hash = hash_password(password, app.settings.pbkdf2_iterations)
     with app.db.connection() as conn:
-        if (
-            app.store.update_user(conn, user["public_id"], password_hash=password_hash, now=token_cutoff(app.clock()))
-            is None
-        ):
+        if app.store.update_user(conn, None, user["public_id"], password_hash=password_hash) is None:
             print(f"error: the account {args.name!r} was deleted meanwhile", file=sys.stderr)
             return 1
-    print(f"password set for {user['name']} ({user['public_id']}); its earlier tokens no longer work")
+    print(f"password set for {user['name']} ({user['public_id']}); its sessions have ended")
     return 0
 
 
@@ -161,7 +163,9 @@ def cmd_backup(app: TodoApp, args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # PostgreSQL: the store says to use pg_dump
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (OSError, *app.store.UNAVAILABLE) as exc:
+    except Exception as exc:
+        if not isinstance(exc, OSError) and not app.store.unavailable(exc):
+            raise
         partial.unlink(missing_ok=True)
         print(f"error: cannot write {target}: {exc}", file=sys.stderr)
         return 1
@@ -185,7 +189,7 @@ def cmd_check(app: TodoApp, args: argparse.Namespace) -> int:
 
 
 def cmd_copy_to(app: TodoApp, args: argparse.Namespace) -> int:
-    """Copy this database into an empty one at URL: accounts, to-dos, signing key, deny-list."""
+    """Copy this database into an empty one at URL: accounts, to-dos, signing key, sessions."""
     try:
         target_store = backend_for(args.url)
         target = target_store.open_database(args.url, 1)
@@ -202,7 +206,7 @@ def cmd_copy_to(app: TodoApp, args: argparse.Namespace) -> int:
         target.close()
     print(
         f"copied {counts['users']} accounts, {counts['todos']} to-dos, the signing key and "
-        f"{counts['revoked_tokens']} revoked tokens to {redact(args.url)}; "
+        f"{counts['sessions']} sessions to {redact(args.url)}; "
         "point TODO_DATABASE there and start the servers"
     )
     return 0
@@ -264,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     copy_to = commands.add_parser(
         "copy-to",
         help="copy this database into an empty one at URL (the move to PostgreSQL)",
-        description="Copy every account (with its password hash, public id and token cut-off), every to-do "
-        "(with its id), the signing key and the logout deny-list into the empty database at URL, in one "
+        description="Copy every account (with its password hash and public id), every to-do "
+        "(with its id), the signing key and the live sessions into the empty database at URL, in one "
         "transaction; refuse one that already holds accounts or to-dos. Tokens issued before the copy "
         "work against it. Stop the servers first: writes made during the copy are not carried.",
     )

@@ -54,6 +54,15 @@ def make_floor(
     import todo_wsgi
 
     database_handle = store.open_database(database)
+    # A session of the account's own, as a login would start it.
+    session_id = "floor-session"
+    with database_handle.connection() as conn:
+        account = store.get_user(conn, public_id)
+        assert account is not None, "the floor's account is missing"
+        conn.execute(
+            "INSERT OR IGNORE INTO sessions (id, user_id, expires_at) VALUES (?, ?, ?)",
+            (session_id, account["id"], 4e9),
+        )
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     log = logging.getLogger("todo_wsgi.access") if access_log else None
 
@@ -62,9 +71,9 @@ def make_floor(
         path = environ.get("PATH_INFO", "")
         with database_handle.connection() as conn:
             if path.startswith("/todo/"):
-                found, _ = store.token_account_with_todo(conn, public_id, "-", int(path.rsplit("/", 1)[1]))
+                found, _ = store.session_account_with_todo(conn, session_id, public_id, int(path.rsplit("/", 1)[1]))
             else:
-                found, _ = store.token_account_with_todos(conn, public_id, "-", 101, 0)
+                found, _ = store.session_account_with_todos(conn, session_id, public_id, 101, 0)
         assert found is not None, "the floor's account is missing"
         start_response("200 OK", headers)
         if log is not None:

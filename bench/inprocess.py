@@ -42,7 +42,7 @@ CATEGORIES: list[tuple[str, Callable[[tuple[str, int, str]], bool]]] = [
     ("store", lambda f: f[0].endswith("store.py")),
     ("json encode", lambda f: f[2] == "json_bytes"),
     ("body parse", lambda f: f[2] == "parse_json"),
-    ("password hash", lambda f: f[2] in ("hash_password", "verify_password")),
+    ("password hash", lambda f: f[2] in ("hash", "verify", "_run")),
     (
         "access log",
         lambda f: (

@@ -161,13 +161,39 @@ def add_account(app: todo_wsgi.TodoApp, name: str, password: str, admin: bool = 
 
     password_hash = todo_wsgi.hash_password(password, app.settings.pbkdf2_iterations)
     with app.db.connection() as conn:
-        return app.store.create_user(conn, str(uuid.uuid4()), name, password_hash, admin)  # type: ignore[no-any-return]
+        return app.store.create_user(conn, None, str(uuid.uuid4()), name, password_hash, admin)  # type: ignore[no-any-return]
+
+
+def store_caller(app: todo_wsgi.TodoApp, name: str) -> Any:
+    """A session of the account ``name`` started straight in the store, as the
+    ``Caller`` its store writes take (for tests that fill the store directly)."""
+    import uuid
+
+    import store
+
+    with app.db.connection() as conn:
+        row = app.store.get_login(conn, name)
+        session_id = uuid.uuid4().hex
+        assert app.store.start_session(conn, row["id"], row["password_hash"], session_id, app.clock() + 86400)
+    return store.Caller(session_id, row["public_id"])
 
 
 def basic(name: str, password: str) -> dict[str, str]:
     """An HTTP Basic Authorization header."""
     encoded = base64.b64encode(f"{name}:{password}".encode()).decode()
     return {"Authorization": f"Basic {encoded}"}
+
+
+def challenge(why: str) -> str:
+    """The WWW-Authenticate challenge of a refused token (RFC 6750 3): expired, revoked or malformed."""
+    return f'Bearer error="invalid_token", error_description="{why}"'
+
+
+def session_of(token: str) -> str:
+    """The session id (``sid``) a token names, read without checking its signature."""
+    import jwt
+
+    return str(jwt.decode(token, options={"verify_signature": False})["sid"])
 
 
 def login(client: TestApp, name: str, password: str) -> str:

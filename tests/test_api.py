@@ -14,7 +14,16 @@ import pytest
 from webtest import TestApp
 
 import todo_wsgi
-from tests.conftest import ADMIN_PASSWORD, ITERATIONS, USER_PASSWORD, add_account, basic, login
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    ITERATIONS,
+    USER_PASSWORD,
+    add_account,
+    basic,
+    challenge,
+    login,
+    session_of,
+)
 
 COULD_NOT_VERIFY = {"message": "Could not verify"}
 BASIC_CHALLENGE = 'Basic realm="Login required!"'
@@ -45,21 +54,21 @@ def sign(app, claims, key=None, algorithm="HS256"):
     return jwt.encode(claims, app.secret_key if key is None else key, algorithm=algorithm)
 
 
-def valid_claims(clock, public_id):
-    return {"public_id": public_id, "iat": clock(), "exp": int(clock()) + 600, "jti": "test-jti"}
+def valid_claims(clock, public_id, sid="no-such-session"):
+    return {"public_id": public_id, "sid": sid, "iat": int(clock()), "exp": int(clock()) + 600}
 
 
 @pytest.fixture
-def pbkdf2_calls(monkeypatch):
-    """Every call to hashlib.pbkdf2_hmac, as (hash name, iterations)."""
+def pbkdf2_calls(app, monkeypatch):
+    """Every PBKDF2 run of the app's hasher, as (hash name, iterations)."""
     calls = []
-    real = hashlib.pbkdf2_hmac
+    real = app.hasher.kdf
 
     def spy(hash_name, password, salt, iterations, *args):
         calls.append((hash_name, iterations))
         return real(hash_name, password, salt, iterations, *args)
 
-    monkeypatch.setattr(hashlib, "pbkdf2_hmac", spy)
+    monkeypatch.setattr(app.hasher, "kdf", spy)
     return calls
 
 
@@ -171,21 +180,32 @@ def invalid_tokens(app, clock, public_id):
     }
 
 
-@pytest.mark.parametrize(
-    "kind",
-    ["malformed", "garbage", "other-key", "other-algorithm", "alg-none", "expired", "lacking-exp", "unknown-account"],
-)
+# Why each is refused, as its challenge says (RFC 6750 3).
+BAD_TOKEN_REASONS = {
+    "malformed": "malformed",
+    "garbage": "malformed",
+    "other-key": "malformed",
+    "other-algorithm": "malformed",
+    "alg-none": "malformed",
+    "expired": "expired",
+    "lacking-exp": "malformed",
+    "unknown-account": "revoked",
+}
+
+
+@pytest.mark.parametrize("kind", BAD_TOKEN_REASONS)
 def test_bad_token_answers_401_token_is_invalid_with_bearer_challenge(client, app, clock, admin, kind):
     token = invalid_tokens(app, clock, admin["public_id"])[kind]
     for headers in ({"x-access-token": token}, bearer(token)):
         response = client.get("/todo", headers=headers, status=401)
         assert response.json == TOKEN_INVALID
-        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.headers["WWW-Authenticate"] == challenge(BAD_TOKEN_REASONS[kind])
 
 
 def test_a_self_signed_token_with_valid_claims_is_accepted(client, app, clock, admin):
     # The counterpart of the test above: its bad tokens fail for their flaw alone.
-    client.get("/todo", headers=bearer(sign(app, valid_claims(clock, admin["public_id"]))), status=200)
+    sid = session_of(login(client, "admin", ADMIN_PASSWORD))
+    client.get("/todo", headers=bearer(sign(app, valid_claims(clock, admin["public_id"], sid))), status=200)
 
 
 def test_token_expires_after_token_ttl(client, admin, clock):
@@ -203,7 +223,7 @@ def test_admin_rights_are_read_from_the_database_on_every_request(
     client.put(f"/user/{user['public_id']}", headers=admin_headers, status=200)
     client.get("/user", headers=user_headers, status=200)  # the same token, now an admin's
     with app.db.connection() as conn:
-        app.store.update_user(conn, user["public_id"], admin=False)
+        app.store.update_user(conn, None, user["public_id"], admin=False)
     assert client.get("/user", headers=user_headers, status=403).json == FORBIDDEN
 
 
@@ -211,7 +231,7 @@ def test_deleted_account_s_token_is_invalid(client, admin_headers, user, user_he
     client.delete(f"/user/{user['public_id']}", headers=admin_headers, status=200)
     response = client.get("/todo", headers=user_headers, status=401)
     assert response.json == TOKEN_INVALID
-    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.headers["WWW-Authenticate"] == challenge("revoked")
 
 
 def test_token_signed_by_another_app_s_key_is_refused(make_app, tmp_path, admin):
@@ -578,7 +598,9 @@ def test_healthz_answers_200_ok_without_token(client):
 @pytest.mark.sqlite_only
 def test_healthz_answers_503_when_the_database_does_not_answer(client, app, monkeypatch):
     def broken(conn):
-        raise sqlite3.OperationalError("disk I/O error")
+        error = sqlite3.OperationalError("disk I/O error")
+        error.sqlite_errorcode = 10  # SQLITE_IOERR, as sqlite3 sets it
+        raise error
 
     monkeypatch.setattr(app.store, "ping", broken)
     response = client.get("/healthz", status=503)
@@ -592,7 +614,7 @@ def test_unexpected_failure_answers_500_json_with_traceback_in_the_log_only(
     def broken(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(app.store, "token_account_with_todos", broken)
+    monkeypatch.setattr(app.store, "session_account_with_todos", broken)
     with caplog.at_level(logging.ERROR, logger="todo_wsgi"):
         response = client.get("/todo", headers=user_headers, status=500)
     assert response.json == JSON_ERROR
@@ -799,13 +821,13 @@ def test_same_password_gets_a_different_salt(app):
     first = todo_wsgi.hash_password("same-password", 1000)
     second = todo_wsgi.hash_password("same-password", 1000)
     assert first != second
-    assert todo_wsgi.verify_password("same-password", first) and todo_wsgi.verify_password("same-password", second)
+    assert app.hasher.verify("same-password", first) and app.hasher.verify("same-password", second)
 
 
 def test_weaker_stored_hash_is_rehashed_at_login(client, app):
     weak = todo_wsgi.hash_password(USER_PASSWORD, ITERATIONS // 2)
     with app.db.connection() as conn:
-        app.store.create_user(conn, str(uuid.uuid4()), "alice", weak, False)
+        app.store.create_user(conn, None, str(uuid.uuid4()), "alice", weak, False)
     client.post("/login", headers=basic("alice", USER_PASSWORD), status=200)
     with app.db.connection() as conn:
         stored = app.store.get_login(conn, "alice")["password_hash"]
@@ -818,7 +840,7 @@ def test_weaker_stored_hash_is_rehashed_at_login(client, app):
 def test_failed_login_does_not_rehash(client, app):
     weak = todo_wsgi.hash_password(USER_PASSWORD, ITERATIONS // 2)
     with app.db.connection() as conn:
-        app.store.create_user(conn, str(uuid.uuid4()), "alice", weak, False)
+        app.store.create_user(conn, None, str(uuid.uuid4()), "alice", weak, False)
     client.post("/login", headers=basic("alice", "wrong-password"), status=401)
     with app.db.connection() as conn:
         assert app.store.get_login(conn, "alice")["password_hash"] == weak
@@ -868,9 +890,9 @@ def test_json_declared_in_another_charset_is_415(client, user_headers):
 def test_creating_a_todo_for_an_account_deleted_meanwhile_is_401_not_500(app, client, user, user_headers, monkeypatch):
     create_todo = app.store.create_todo
 
-    def delete_owner_first(conn, owner_id, text):
-        app.store.delete_user(conn, user["public_id"])  # the race, forced
-        return create_todo(conn, owner_id, text)
+    def delete_owner_first(conn, caller, text, max_todos):
+        app.store.delete_user(conn, None, user["public_id"])  # the race, forced
+        return create_todo(conn, caller, text, max_todos)
 
     monkeypatch.setattr(app.store, "create_todo", delete_owner_first)
     response = client.post_json("/todo", {"text": "x"}, headers=user_headers, status=401)

@@ -402,10 +402,36 @@ def test_unicode_text_round_trips_exactly(client, database, world, text):
     assert again.json["todo"]["text"] == text
 
 
-@pytest.mark.parametrize("name", ["Zoë", "محمد", "😀 smiley", "\u202eevil"])
+@pytest.mark.parametrize("name", ["Zoë", "محمد", "😀 smiley", "\u03a9mega"])
 def test_unicode_name_round_trips_exactly(client, world, name):
     h = world["headers"]
     created = client.post_json("/user", {"name": name, "password": "unicode-pw-1"}, headers=h, status=201)
     public_id = created.json["user"]["public_id"]
     assert client.get(f"/user/{public_id}", headers=h, status=200).json["user"]["name"] == name
     client.post("/login", headers=basic(name, "unicode-pw-1"), status=200)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["\u202eevil", "zero\u200bwidth", "soft\u00adhyphen", "line\u2028break", "para\u2029graph", "bom\ufeff"],
+    ids=["bidi-override", "zero-width-space", "soft-hyphen", "line-separator", "paragraph-separator", "bom"],
+)
+def test_a_name_with_a_format_or_separator_character_is_refused(client, world, name):
+    response = client.post_json(
+        "/user", {"name": name, "password": "unicode-pw-1"}, headers=world["headers"], status=400
+    )
+    assert "'name'" in response.json["message"]
+
+
+@pytest.mark.parametrize("name", [" leading", "trailing ", "\u00a0nbsp", "ideographic\u3000"])
+def test_a_name_with_white_space_at_either_end_is_refused_not_trimmed(client, world, name):
+    response = client.post_json(
+        "/user", {"name": name, "password": "unicode-pw-1"}, headers=world["headers"], status=400
+    )
+    assert response.json == {"message": "Field 'name' must not begin or end with white space"}
+
+
+def test_a_name_is_stored_in_nfc_form(client, world):
+    created = client.post_json("/user", {"name": "e\u0301mile", "password": "unicode-pw-1"}, headers=world["headers"])
+    assert created.json["user"]["name"] == "\u00e9mile"
+    client.post("/login", headers=basic("e\u0301mile", "unicode-pw-1"), status=200)

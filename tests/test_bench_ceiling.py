@@ -34,7 +34,7 @@ def test_the_floor_answers_the_ceilings_body_after_reading_the_account_from_the_
     assert floor.get("/todo", status=200).body == ceiling.DEFAULT_BODY
     assert floor.get("/todo/1", status=200).body == ceiling.DEFAULT_BODY
     with app.db.connection() as conn:
-        app.store.delete_user(conn, user["public_id"])
+        app.store.delete_user(conn, None, user["public_id"])
     with pytest.raises(AssertionError, match="the floor's account is missing"):
         floor.get("/todo")
 

@@ -68,7 +68,7 @@ def test_copy_to_moves_everything_so_tokens_issued_before_work_after(
 ):
     status, out, err = copy_to(database, target, capsys)
     assert (status, err) == (0, "")
-    assert "copied 3 accounts, 3 to-dos, the signing key and 1 revoked tokens" in out
+    assert "copied 3 accounts, 3 to-dos, the signing key and 2 sessions" in out
     moved = TestApp(validator(make_app(database=target)))
     assert moved.get("/todo", headers=world["alice"], status=200).json["todos"] == world["todos"]
     assert moved.get("/me", headers=world["alice"], status=200).json["user"]["name"] == "alice"
@@ -93,7 +93,7 @@ def test_copy_to_refuses_a_database_that_is_not_empty_and_changes_nothing(databa
     add_account(occupied, "squatter", USER_PASSWORD)
     status, _out, err = copy_to(database, target, capsys)
     assert status == 1
-    assert err == "error: the target database is not empty: it already holds accounts, to-dos or tokens\n"
+    assert err == "error: the target database is not empty: it already holds accounts or to-dos\n"
     with occupied.db.connection() as conn:
         assert [u["name"] for u in occupied.store.list_users(conn)] == ["squatter"]
 

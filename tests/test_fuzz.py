@@ -63,7 +63,8 @@ def world(tmp_path_factory):
     user = add_account(app, "alice", "alice-password-1")
     with app.db.connection() as conn:
         for owner in ("admin", "alice", "admin", "alice", "admin"):
-            app.store.create_todo(conn, app.store.get_user_by_name(conn, owner)["id"], f"{owner}'s")
+            owner_id = app.store.get_user_by_name(conn, owner)["id"]
+            conn.execute("INSERT INTO todos (owner_id, text) VALUES (?, ?)", (owner_id, f"{owner}'s"))
     recorder = Recorder()
     logger = logging.getLogger("todo_wsgi")
     logger.addHandler(recorder)
@@ -192,8 +193,8 @@ def environ_for(
         "<admin>": world["admin"]["public_id"],
         "<user>": world["user"]["public_id"],
         "<random>": str(uuid.uuid4()),
-        "<admin-token>": lambda: todo_wsgi.issue_token(app, world["admin"]["public_id"]),
-        "<user-token>": lambda: todo_wsgi.issue_token(app, world["user"]["public_id"]),
+        "<admin-token>": lambda: fresh_token(app, world["admin"]["public_id"]),
+        "<user-token>": lambda: fresh_token(app, world["user"]["public_id"]),
     }
     environ: dict[str, Any] = {
         "REQUEST_METHOD": round["method"] or method,
@@ -230,11 +231,25 @@ def replenish(world: dict[str, Any]) -> None:
     with app.db.connection() as conn:
         if app.store.get_user(conn, world["user"]["public_id"]) is None:
             world["user"] = add_account(app, f"alice-{uuid.uuid4().hex[:8]}", "alice-password-1")
-        app.store.update_user(conn, world["admin"]["public_id"], admin=True)
+        app.store.update_user(conn, None, world["admin"]["public_id"], admin=True)
         for who in ("admin", "user"):
-            found, todos = app.store.token_account_with_todos(conn, world[who]["public_id"], "-")
-            for _ in range(3 - len(todos)):
-                app.store.create_todo(conn, found[0]["id"], f"{who}'s")
+            owner_id = app.store.get_user(conn, world[who]["public_id"])["id"]
+            (count,) = conn.execute("SELECT count(*) FROM todos WHERE owner_id = ?", (owner_id,)).fetchone()
+            for _ in range(3 - count):
+                conn.execute("INSERT INTO todos (owner_id, text) VALUES (?, ?)", (owner_id, f"{who}'s"))
+
+
+def fresh_token(app: Any, public_id: str) -> str:
+    """A token of a new session of the account (earlier rounds may have ended its others)."""
+    session_id = uuid.uuid4().hex
+    with app.db.connection() as conn:
+        account = app.store.get_user(conn, public_id)
+        if account is not None:
+            conn.execute(
+                "INSERT INTO sessions (id, user_id, expires_at) VALUES (?, ?, ?)",
+                (session_id, account["id"], app.clock() + 3600),
+            )
+    return todo_wsgi.issue_token(app, public_id, session_id, app.clock())
 
 
 # -- the property ------------------------------------------------------------------

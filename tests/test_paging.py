@@ -10,20 +10,20 @@ from wsgiref.validate import validator
 import pytest
 from webtest import TestApp
 
-from tests.conftest import USER_PASSWORD, add_account, login
+from tests.conftest import USER_PASSWORD, add_account, login, store_caller
 
 LINK = re.compile(r'<(?P<url>[^>]*)>; rel="next"')
 
 
 def add_todos(app, owner_name, count, complete_every=0):
     """Insert ``count`` to-dos straight into the store; every n-th one complete."""
+    owner = store_caller(app, owner_name)
     with app.db.connection() as conn:
-        owner = app.store.get_user_by_name(conn, owner_name)
         ids = []
         for i in range(count):
-            todo = app.store.create_todo(conn, owner["id"], f"todo {i}")
+            todo = app.store.create_todo(conn, owner, f"todo {i}", app.settings.max_todos_per_account)
             if complete_every and i % complete_every == 0:
-                app.store.update_todo(conn, owner["id"], todo["id"], complete=True)
+                app.store.update_todo(conn, owner, todo["id"], complete=True)
             ids.append(todo["id"])
     return ids
 
@@ -181,7 +181,7 @@ def add_users(app, count):
 def test_user_list_default_page_is_100(client, app, admin, admin_headers):
     with app.db.connection() as conn:
         for i in range(100):  # admin + 100 = 101 accounts; a cheap hash, inserted directly
-            app.store.create_user(conn, str(uuid.uuid4()), f"user{i}", "unused-hash", False)
+            app.store.create_user(conn, None, str(uuid.uuid4()), f"user{i}", "unused-hash", False)
     response = client.get("/user", headers=admin_headers, status=200)
     assert list(response.json) == ["users"]
     assert len(response.json["users"]) == 100

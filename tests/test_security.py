@@ -27,7 +27,7 @@ import waitress
 
 import store
 import todo_wsgi_cli
-from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, challenge, login, session_of
 from tests.live import LiveServer
 
 ANOTHER_KEY = "another-key-that-is-long-enough-for-hs256-0123456789"
@@ -81,7 +81,16 @@ FORGERIES: dict[str, Forge] = {
     "no iat": lambda key, c: jwt.encode(without(c, "iat"), key, algorithm="HS256"),
     "no public_id": lambda key, c: jwt.encode(without(c, "public_id"), key, algorithm="HS256"),
     "public_id an object": lambda key, c: jwt.encode({**c, "public_id": {"$ne": ""}}, key, algorithm="HS256"),
-    "jti a list": lambda key, c: jwt.encode({**c, "jti": ["a"]}, key, algorithm="HS256"),
+    "sid a list": lambda key, c: jwt.encode({**c, "sid": ["a"]}, key, algorithm="HS256"),
+    "no sid": lambda key, c: jwt.encode(without(c, "sid"), key, algorithm="HS256"),
+    "unknown sid": lambda key, c: jwt.encode({**c, "sid": "no-such-session"}, key, algorithm="HS256"),
+    # Whoever signed it: a token from the future, or living longer than the service issues.
+    "iat more than a minute ahead": lambda key, c: jwt.encode(
+        {**c, "iat": c["iat"] + 61, "exp": c["iat"] + 600}, key, algorithm="HS256"
+    ),
+    "a lifetime longer than token_ttl": lambda key, c: jwt.encode(
+        {**c, "exp": c["iat"] + 1800 + 1}, key, algorithm="HS256"
+    ),
     "unknown public_id": lambda key, c: jwt.encode({**c, "public_id": str(uuid.uuid4())}, key, algorithm="HS256"),
     "payload swapped under a valid signature": lambda key, c: retarget(
         jwt.encode({**c, "public_id": str(uuid.uuid4())}, key, algorithm="HS256"), c
@@ -95,9 +104,9 @@ FORGERIES: dict[str, Forge] = {
 }
 
 
-def valid_claims(app: Any, public_id: str) -> dict[str, Any]:
-    now = app.clock()
-    return {"public_id": public_id, "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex}
+def valid_claims(app: Any, public_id: str, sid: str) -> dict[str, Any]:
+    now = int(app.clock())
+    return {"public_id": public_id, "sid": sid, "iat": now, "exp": now + 600}
 
 
 def carry(token: str, how: str) -> dict[str, str]:
@@ -108,17 +117,19 @@ def carry(token: str, how: str) -> dict[str, str]:
 
 
 def test_a_token_crafted_by_hand_with_the_right_key_is_accepted(client, app, admin):
-    token = craft({"alg": "HS256", "typ": "JWT"}, valid_claims(app, admin["public_id"]), app.secret_key)
+    sid = session_of(login(client, "admin", ADMIN_PASSWORD))
+    token = craft({"alg": "HS256", "typ": "JWT"}, valid_claims(app, admin["public_id"], sid), app.secret_key)
     assert client.get("/me", headers={"x-access-token": token}, status=200).json["user"]["name"] == "admin"
 
 
 @pytest.mark.parametrize("how", ["x-access-token", "bearer"])
 @pytest.mark.parametrize("forge", FORGERIES.values(), ids=FORGERIES.keys())
 def test_forged_token_is_invalid(client, app, admin, forge, how):
-    token = forge(app.secret_key, valid_claims(app, admin["public_id"]))
+    sid = session_of(login(client, "admin", ADMIN_PASSWORD))
+    token = forge(app.secret_key, valid_claims(app, admin["public_id"], sid))
     response = client.get("/me", headers=carry(token, how), status=401)
     assert response.json == {"message": "Token is invalid!"}
-    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token", error_description="')
 
 
 def test_token_expires_with_the_clock(client, app, admin, admin_headers, clock):
@@ -158,7 +169,7 @@ def test_a_token_the_database_refuses_reads_no_todo(client, user, user_headers, 
     end_token(how, client, user, user_headers, admin_headers)
     response = client.get(url, headers=user_headers, status=401)
     assert response.json == {"message": "Token is invalid!"}
-    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.headers["WWW-Authenticate"] == challenge("revoked")
 
 
 @pytest.mark.parametrize("parameter", ["token", "x-access-token", "access_token", "jwt"])

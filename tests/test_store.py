@@ -1,4 +1,6 @@
-"""store.py against a temporary SQLite file: schema, PRAGMAs, transactions, queries."""
+"""The stores against a fresh database of each backend: schema, transactions, queries and
+every guard a write makes inside its own transaction (one test per promise, on both
+backends; the few about the SQLite file itself are marked sqlite_only)."""
 
 import sqlite3
 import uuid
@@ -6,13 +8,21 @@ import uuid
 import pytest
 
 import store
+import todo_wsgi
+
+HASH = "pbkdf2_sha256$1$c2FsdA==$aGFzaA=="
 
 
 @pytest.fixture
-def db(tmp_path):
-    database = store.open_database(str(tmp_path / "store.db"))
-    yield database
-    database.close()
+def backend(database):
+    return todo_wsgi.backend_for(database)
+
+
+@pytest.fixture
+def db(backend, database):
+    handle = backend.open_database(database)
+    yield handle
+    handle.close()
 
 
 @pytest.fixture
@@ -21,268 +31,341 @@ def conn(db):
         yield connection
 
 
-def new_user(conn, name, admin=False):
-    """Create an account and return it with its internal id."""
-    store.create_user(conn, str(uuid.uuid4()), name, "pbkdf2_sha256$1$c2FsdA==$aGFzaA==", admin)
-    return store.get_user_by_name(conn, name)
+@pytest.fixture
+def s(backend):
+    """The store under test (store or store_pg)."""
+    return backend
 
 
-def todos_of(conn, account, **page):
+def new_user(s, conn, name, admin=False):
+    """Create an account and return it with its internal id and a live session (its Caller)."""
+    s.create_user(conn, None, str(uuid.uuid4()), name, HASH, admin)
+    account = s.get_user_by_name(conn, name)
+    session_id = uuid.uuid4().hex
+    assert s.start_session(conn, account["id"], HASH, session_id, 2e9)
+    return {**account, "caller": store.Caller(session_id, account["public_id"])}
+
+
+def todos_of(s, conn, account, **page):
     """The account's to-dos as the list route reads them."""
-    return store.token_account_with_todos(conn, account["public_id"], "-", **page)[1]
+    return s.session_account_with_todos(conn, *account["caller"], **page)[1]
 
 
-def todo_of(conn, account, todo_id):
+def todo_of(s, conn, account, todo_id):
     """The account's to-do ``todo_id`` as the get route reads it."""
-    return store.token_account_with_todo(conn, account["public_id"], "-", todo_id)[1]
+    return s.session_account_with_todo(conn, *account["caller"], todo_id)[1]
+
+
+def count(conn, table):
+    return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def everything(conn):
+    """Every row a refused write must leave as it was."""
+    tables = ("users", "todos", "sessions", "app_secrets")
+    return {t: sorted(map(tuple, conn.execute(f"SELECT * FROM {t}").fetchall()), key=repr) for t in tables}
 
 
 def pragma(conn, name):
     return conn.execute(f"PRAGMA {name}").fetchone()[0]
 
 
+# -- the SQLite file ------------------------------------------------------------------
+
+
+@pytest.mark.sqlite_only
 def test_schema_version_is_recorded_in_user_version(conn):
     assert pragma(conn, "user_version") == store.SCHEMA_VERSION
     assert store.schema_version(conn) == store.SCHEMA_VERSION
 
 
+@pytest.mark.sqlite_only
 def test_foreign_keys_are_on(conn):
     assert pragma(conn, "foreign_keys") == 1
 
 
+@pytest.mark.sqlite_only
 def test_journal_is_wal(conn):
     assert pragma(conn, "journal_mode") == "wal"
 
 
+@pytest.mark.sqlite_only
 def test_busy_timeout_is_set(conn):
-    assert pragma(conn, "busy_timeout") > 0
+    assert pragma(conn, "busy_timeout") == store.BUSY_TIMEOUT_MS
 
 
+@pytest.mark.sqlite_only
 def test_todos_have_an_index_on_their_owner(conn):
     indexes = conn.execute("PRAGMA index_list(todos)").fetchall()
     first_columns = {conn.execute(f"PRAGMA index_info({row['name']})").fetchone()["name"] for row in indexes}
     assert "owner_id" in first_columns
 
 
-def test_deleting_an_account_deletes_its_todos(conn):
-    alice = new_user(conn, "alice")
-    bob = new_user(conn, "bob")
-    store.create_todo(conn, alice["id"], "one")
-    store.create_todo(conn, alice["id"], "two")
-    kept = store.create_todo(conn, bob["id"], "bob's")
-    assert store.delete_user(conn, alice["public_id"]) is True
-    assert conn.execute("SELECT count(*) FROM todos WHERE owner_id = ?", (alice["id"],)).fetchone()[0] == 0
-    assert todos_of(conn, bob) == [kept]
+# -- accounts -----------------------------------------------------------------------
 
 
-def test_names_are_unique(conn):
-    new_user(conn, "alice")
-    with pytest.raises(store.NameTaken):
-        store.create_user(conn, str(uuid.uuid4()), "alice", "x", False)
-    assert len(store.list_users(conn)) == 1
+def test_deleting_an_account_deletes_its_todos_and_sessions(s, conn):
+    alice = new_user(s, conn, "alice")
+    bob = new_user(s, conn, "bob")
+    s.create_todo(conn, alice["caller"], "one", 10)
+    s.create_todo(conn, alice["caller"], "two", 10)
+    kept = s.create_todo(conn, bob["caller"], "bob's", 10)
+    assert s.delete_user(conn, None, alice["public_id"]) is True
+    assert count(conn, "todos") == 1 and count(conn, "sessions") == 1
+    assert todos_of(s, conn, bob) == [kept]
 
 
-def test_renaming_to_a_taken_name_raises_name_taken(conn):
-    new_user(conn, "alice")
-    bob = new_user(conn, "bob")
-    with pytest.raises(store.NameTaken):
-        store.update_user(conn, bob["public_id"], name="alice")
-    assert store.get_user(conn, bob["public_id"])["name"] == "bob"
+@pytest.mark.parametrize("taken", ["alice", "Alice", "ALICE", "ａｌｉｃｅ"])
+def test_names_are_unique_by_their_nfkc_case_fold(s, conn, taken):
+    new_user(s, conn, "alice")
+    before = everything(conn)
+    with pytest.raises(s.NameTaken):
+        s.create_user(conn, None, str(uuid.uuid4()), taken, "x", False)
+    assert everything(conn) == before
 
 
-def test_deleting_the_last_admin_raises_last_admin(conn):
-    root = new_user(conn, "root", admin=True)
-    with pytest.raises(store.LastAdmin):
-        store.delete_user(conn, root["public_id"])
-    assert store.get_user(conn, root["public_id"]) is not None
+def test_renaming_to_a_taken_name_raises_name_taken(s, conn):
+    new_user(s, conn, "alice")
+    bob = new_user(s, conn, "bob")
+    before = everything(conn)
+    with pytest.raises(s.NameTaken):
+        s.update_user(conn, None, bob["public_id"], name="ALICE", admin=True)
+    assert everything(conn) == before
 
 
-def test_demoting_the_last_admin_raises_last_admin(conn):
-    root = new_user(conn, "root", admin=True)
-    with pytest.raises(store.LastAdmin):
-        store.update_user(conn, root["public_id"], admin=False)
-    assert store.get_user(conn, root["public_id"])["admin"] is True
+def test_renaming_an_account_to_another_case_of_its_own_name_is_allowed(s, conn):
+    alice = new_user(s, conn, "alice")
+    assert s.update_user(conn, None, alice["public_id"], name="Alice")["name"] == "Alice"
 
 
-def test_an_admin_can_go_while_another_remains(conn):
-    root = new_user(conn, "root", admin=True)
-    new_user(conn, "second", admin=True)
-    assert store.update_user(conn, root["public_id"], admin=False)["admin"] is False
-    assert store.delete_user(conn, root["public_id"]) is True
+def test_deleting_the_last_admin_raises_last_admin_and_deletes_nothing(s, conn):
+    root = new_user(s, conn, "root", admin=True)
+    s.create_todo(conn, root["caller"], "keep me", 10)
+    before = everything(conn)
+    with pytest.raises(s.LastAdmin):
+        s.delete_user(conn, root["caller"], root["public_id"])
+    assert everything(conn) == before
 
 
-def test_missing_account_gives_none_or_false(conn):
-    assert store.get_user(conn, "no-such-id") is None
-    assert store.update_user(conn, "no-such-id", admin=True) is None
-    assert store.delete_user(conn, "no-such-id") is False
+def test_demoting_the_last_admin_raises_last_admin_and_changes_nothing(s, conn):
+    root = new_user(s, conn, "root", admin=True)
+    before = everything(conn)
+    with pytest.raises(s.LastAdmin):
+        s.update_user(conn, None, root["public_id"], name="renamed", admin=False)
+    assert everything(conn) == before
 
 
-def test_update_todo_of_another_owner_does_nothing(conn):
-    alice = new_user(conn, "alice")
-    bob = new_user(conn, "bob")
-    todo = store.create_todo(conn, alice["id"], "alice's")
-    assert store.update_todo(conn, bob["id"], todo["id"], text="mine now", complete=True) is None
-    assert todo_of(conn, alice, todo["id"]) == todo
+def test_an_admin_can_go_while_another_remains(s, conn):
+    root = new_user(s, conn, "root", admin=True)
+    new_user(s, conn, "second", admin=True)
+    assert s.update_user(conn, None, root["public_id"], admin=False)["admin"] is False
+    assert s.delete_user(conn, None, root["public_id"]) is True
 
 
-def test_delete_todo_of_another_owner_does_nothing(conn):
-    alice = new_user(conn, "alice")
-    bob = new_user(conn, "bob")
-    todo = store.create_todo(conn, alice["id"], "alice's")
-    assert store.delete_todo(conn, bob["id"], todo["id"]) is False
-    assert todo_of(conn, alice, todo["id"]) == todo
+def test_missing_account_gives_none_or_false(s, conn):
+    assert s.get_user(conn, "no-such-id") is None
+    assert s.update_user(conn, None, "no-such-id", admin=True) is None
+    assert s.delete_user(conn, None, "no-such-id") is False
 
 
-def test_get_todo_of_another_owner_is_none(conn):
-    alice = new_user(conn, "alice")
-    bob = new_user(conn, "bob")
-    todo = store.create_todo(conn, alice["id"], "alice's")
-    assert todo_of(conn, bob, todo["id"]) is None
+def test_accounts_never_carry_the_hash_except_get_login(s, conn):
+    alice = new_user(s, conn, "alice")
+    for account in (s.get_user(conn, alice["public_id"]), *s.list_users(conn)):
+        assert "password_hash" not in account
+    assert s.get_login(conn, "alice")["password_hash"] == HASH
 
 
-def test_id_beyond_64_bits_finds_nothing(conn):
-    alice = new_user(conn, "alice")
+def test_get_login_finds_the_exact_name_first_then_its_nfc_form(s, conn):
+    new_user(s, conn, "café")  # stored NFC
+    assert s.get_login(conn, "cafe\u0301")["name"] == "café"
+    assert s.get_login(conn, "nobody") is None
+
+
+# -- what a write checks inside its own transaction --------------------------------------
+
+
+def test_a_write_whose_session_ended_raises_session_ended_and_writes_nothing(s, conn):
+    root = new_user(s, conn, "root", admin=True)
+    alice = new_user(s, conn, "alice")
+    todo = s.create_todo(conn, alice["caller"], "mine", 10)
+    s.end_session(conn, root["caller"].session_id)
+    s.end_session(conn, alice["caller"].session_id)
+    before = everything(conn)
+    for write in (
+        lambda: s.create_user(conn, root["caller"], str(uuid.uuid4()), "mallory", HASH, False),
+        lambda: s.update_user(conn, root["caller"], alice["public_id"], admin=True),
+        lambda: s.delete_user(conn, root["caller"], alice["public_id"]),
+        lambda: s.update_user(conn, alice["caller"], alice["public_id"], password_hash="new", verified_hash=HASH),
+        lambda: s.create_todo(conn, alice["caller"], "more", 10),
+        lambda: s.update_todo(conn, alice["caller"], todo["id"], text="changed"),
+        lambda: s.delete_todo(conn, alice["caller"], todo["id"]),
+    ):
+        with pytest.raises(s.SessionEnded):
+            write()
+    assert everything(conn) == before
+
+
+def test_an_admins_write_after_its_demotion_raises_not_admin_and_writes_nothing(s, conn):
+    root = new_user(s, conn, "root", admin=True)
+    new_user(s, conn, "other", admin=True)
+    alice = new_user(s, conn, "alice")
+    s.update_user(conn, None, root["public_id"], admin=False)
+    before = everything(conn)
+    for write in (
+        lambda: s.create_user(conn, root["caller"], str(uuid.uuid4()), "mallory", HASH, False),
+        lambda: s.update_user(conn, root["caller"], alice["public_id"], admin=True),
+        lambda: s.delete_user(conn, root["caller"], alice["public_id"]),
+    ):
+        with pytest.raises(s.NotAdmin):
+            write()
+    assert everything(conn) == before
+
+
+def test_a_non_admin_may_change_only_its_own_account(s, conn):
+    alice = new_user(s, conn, "alice")
+    bob = new_user(s, conn, "bob")
+    with pytest.raises(s.NotAdmin):
+        s.update_user(conn, alice["caller"], bob["public_id"], password_hash="new")
+    assert s.update_user(conn, alice["caller"], alice["public_id"], password_hash="new", verified_hash=HASH)
+
+
+def test_a_password_write_compares_and_swaps_on_the_verified_hash(s, conn):
+    alice = new_user(s, conn, "alice")
+    before = everything(conn)
+    with pytest.raises(s.PasswordChanged):
+        s.update_user(conn, alice["caller"], alice["public_id"], password_hash="mine", verified_hash="stale")
+    assert everything(conn) == before
+
+
+def test_a_new_password_ends_every_session_of_the_account_and_no_other(s, conn):
+    alice = new_user(s, conn, "alice")
+    bob = new_user(s, conn, "bob")
+    s.update_user(conn, None, alice["public_id"], password_hash="new")
+    assert s.session_account(conn, *alice["caller"]) is None
+    assert s.session_account(conn, *bob["caller"])["name"] == "bob"
+
+
+def test_a_session_starts_only_while_the_hash_is_the_one_verified(s, conn):
+    alice = new_user(s, conn, "alice")
+    s.update_user(conn, None, alice["public_id"], password_hash="changed meanwhile")
+    before = everything(conn)
+    assert s.start_session(conn, alice["id"], HASH, "late", 2e9, stronger_hash="stronger") is False
+    assert everything(conn) == before
+
+
+def test_a_session_start_stores_the_stronger_hash_of_the_verified_password(s, conn):
+    alice = new_user(s, conn, "alice")
+    assert s.start_session(conn, alice["id"], HASH, "next", 2e9, stronger_hash="stronger") is True
+    assert s.get_login(conn, "alice")["password_hash"] == "stronger"
+
+
+def test_ending_a_session_ends_only_it(s, conn):
+    alice = new_user(s, conn, "alice")
+    assert s.start_session(conn, alice["id"], HASH, "second", 2e9)
+    assert s.end_session(conn, alice["caller"].session_id) is True
+    assert s.end_session(conn, alice["caller"].session_id) is False
+    assert s.session_account(conn, "second", alice["public_id"])["name"] == "alice"
+
+
+def test_a_session_answers_only_for_its_own_account(s, conn):
+    alice = new_user(s, conn, "alice")
+    bob = new_user(s, conn, "bob")
+    assert s.session_account(conn, alice["caller"].session_id, bob["public_id"]) is None
+
+
+# -- login throttling ---------------------------------------------------------------------
+
+
+def test_attempts_are_counted_per_name_and_address_and_per_address(s, conn):
+    assert s.count_login_attempt(conn, "a", "10.0.0.1", 100.0, 900)[::2] == (1, 1)
+    assert s.count_login_attempt(conn, "b", "10.0.0.1", 101.0, 900)[::2] == (1, 2)
+    assert s.count_login_attempt(conn, "a", "10.0.0.1", 102.0, 900)[::2] == (2, 3)
+    assert s.count_login_attempt(conn, "a", "10.0.0.2", 103.0, 900)[::2] == (1, 1)
+
+
+def test_a_passed_window_starts_afresh(s, conn):
+    s.count_login_attempt(conn, "a", "10.0.0.1", 100.0, 900)
+    assert s.count_login_attempt(conn, "a", "10.0.0.1", 1001.0, 900) == (1, 1001.0, 1, 1001.0)
+
+
+def test_a_right_password_clears_the_names_count_and_gives_back_one_address_attempt(s, conn):
+    alice = new_user(s, conn, "alice")
+    for name in ("x", "y", "alice"):
+        s.count_login_attempt(conn, name, "10.0.0.1", 100.0, 900)
+    assert s.start_session(conn, alice["id"], HASH, "s2", 2e9, name="alice", address="10.0.0.1")
+    assert s.count_login_attempt(conn, "alice", "10.0.0.1", 101.0, 900)[::2] == (1, 3)
+
+
+# -- to-dos -------------------------------------------------------------------------------
+
+
+def test_an_account_holds_at_most_its_maximum_of_todos(s, conn):
+    alice = new_user(s, conn, "alice")
+    for n in range(3):
+        s.create_todo(conn, alice["caller"], f"todo {n}", 3)
+    before = everything(conn)
+    with pytest.raises(s.TooManyTodos):
+        s.create_todo(conn, alice["caller"], "one too many", 3)
+    assert everything(conn) == before
+
+
+def test_update_todo_of_another_owner_does_nothing(s, conn):
+    alice = new_user(s, conn, "alice")
+    bob = new_user(s, conn, "bob")
+    todo = s.create_todo(conn, alice["caller"], "alice's", 10)
+    assert s.update_todo(conn, bob["caller"], todo["id"], text="mine now", complete=True) is None
+    assert todo_of(s, conn, alice, todo["id"]) == todo
+
+
+def test_delete_todo_of_another_owner_does_nothing(s, conn):
+    alice = new_user(s, conn, "alice")
+    bob = new_user(s, conn, "bob")
+    todo = s.create_todo(conn, alice["caller"], "alice's", 10)
+    assert s.delete_todo(conn, bob["caller"], todo["id"]) is False
+    assert todo_of(s, conn, alice, todo["id"]) == todo
+
+
+def test_get_todo_of_another_owner_is_none(s, conn):
+    alice = new_user(s, conn, "alice")
+    bob = new_user(s, conn, "bob")
+    todo = s.create_todo(conn, alice["caller"], "alice's", 10)
+    assert todo_of(s, conn, bob, todo["id"]) is None
+
+
+def test_id_beyond_64_bits_finds_nothing(s, conn):
+    alice = new_user(s, conn, "alice")
     huge = 2**63
-    assert todo_of(conn, alice, huge) is None
-    assert store.update_todo(conn, alice["id"], huge, complete=True) is None
-    assert store.delete_todo(conn, alice["id"], huge) is False
+    assert todo_of(s, conn, alice, huge) is None
+    assert s.update_todo(conn, alice["caller"], huge, complete=True) is None
+    assert s.delete_todo(conn, alice["caller"], huge) is False
 
 
-def test_todos_are_listed_in_id_order(conn):
-    alice = new_user(conn, "alice")
-    created = [store.create_todo(conn, alice["id"], f"todo {n}") for n in range(5)]
-    store.delete_todo(conn, alice["id"], created[1]["id"])
-    listed = todos_of(conn, alice)
+def test_todos_are_listed_in_id_order(s, conn):
+    alice = new_user(s, conn, "alice")
+    created = [s.create_todo(conn, alice["caller"], f"todo {n}", 10) for n in range(5)]
+    s.delete_todo(conn, alice["caller"], created[1]["id"])
+    listed = todos_of(s, conn, alice)
     assert [t["id"] for t in listed] == sorted(t["id"] for t in created if t is not created[1])
 
 
-def test_transaction_rolls_back_on_exception(conn):
-    alice = new_user(conn, "alice")
-    with pytest.raises(RuntimeError):
-        with store.transaction(conn):
-            conn.execute("INSERT INTO todos (owner_id, text) VALUES (?, ?)", (alice["id"], "lost"))
-            raise RuntimeError("boom")
-    assert todos_of(conn, alice) == []
-    assert not conn.in_transaction
+def test_no_session_reads_no_todos(s, conn):
+    alice = new_user(s, conn, "alice")
+    todo = s.create_todo(conn, alice["caller"], "alice's", 10)
+    assert s.session_account_with_todos(conn, "no-such-session", alice["public_id"]) == (None, [])
+    assert s.session_account_with_todo(conn, "no-such-session", alice["public_id"], todo["id"]) == (None, None)
 
 
-def test_transaction_commits_on_success(db, conn):
-    alice = new_user(conn, "alice")
-    with store.transaction(conn):
-        conn.execute("INSERT INTO todos (owner_id, text) VALUES (?, ?)", (alice["id"], "kept"))
-    with sqlite3.connect(db.path) as other:
-        assert other.execute("SELECT text FROM todos").fetchall() == [("kept",)]
-
-
-def test_migrate_is_idempotent(conn):
-    new_user(conn, "alice")
-    assert store.migrate(conn) == store.SCHEMA_VERSION
-    assert store.migrate(conn) == store.SCHEMA_VERSION
-    assert store.schema_version(conn) == store.SCHEMA_VERSION
-    assert [u["name"] for u in store.list_users(conn)] == ["alice"]
-
-
-def test_reopening_a_file_keeps_its_data(tmp_path):
-    path = str(tmp_path / "again.db")
-    first = store.open_database(path)
-    with first.connection() as conn:
-        new_user(conn, "alice")
-    first.close()
-    second = store.open_database(path)
-    try:
-        with second.connection() as conn:
-            assert [u["name"] for u in store.list_users(conn)] == ["alice"]
-    finally:
-        second.close()
-
-
-def test_memory_database_is_refused():
-    with pytest.raises(ValueError, match=":memory:"):
-        store.open_database(":memory:")
-
-
-def test_get_or_create_secret_keeps_the_first_value(conn):
-    assert store.get_or_create_secret(conn, "jwt_signing_key", "first") == "first"
-    assert store.get_or_create_secret(conn, "jwt_signing_key", "second") == "first"
-
-
-def test_rehash_password_only_replaces_the_hash_it_was_given(conn):
-    alice = new_user(conn, "alice")
-    old = store.get_login(conn, "alice")["password_hash"]
-    store.rehash_password(conn, alice["id"], "not-the-current-hash", "ignored")
-    assert store.get_login(conn, "alice")["password_hash"] == old
-    store.rehash_password(conn, alice["id"], old, "new-hash")
-    assert store.get_login(conn, "alice")["password_hash"] == "new-hash"
-
-
-def test_accounts_never_carry_the_hash_except_get_login(conn):
-    alice = new_user(conn, "alice")
-    for account in (alice, store.get_user(conn, alice["public_id"]), *store.list_users(conn)):
-        assert "password_hash" not in account
-    assert "password_hash" in store.get_login(conn, "alice")
-
-
-def test_ping_answers_on_a_working_database(conn):
-    assert store.ping(conn) is None
-
-
-def statements_of(conn, read):
-    """The SQL statements that ``read()`` runs on ``conn``, and its answer."""
-    seen = []
-    conn.set_trace_callback(seen.append)
-    try:
-        answer = read()
-    finally:
-        conn.set_trace_callback(None)
-    return seen, answer
-
-
-@pytest.mark.parametrize("route", ["list", "get"])
-def test_the_token_check_and_the_routes_data_are_one_statement(conn, route):
-    alice = new_user(conn, "alice")
-    created = [store.create_todo(conn, alice["id"], f"todo {n}") for n in range(3)]
-    reads = {
-        "list": (lambda: store.token_account_with_todos(conn, alice["public_id"], "jti"), created),
-        "get": (lambda: store.token_account_with_todo(conn, alice["public_id"], "jti", created[1]["id"]), created[1]),
-    }
-    read, expected = reads[route]
-    seen, (found, data) = statements_of(conn, read)
-    assert len(seen) == 1
-    assert found == store.get_token_account(conn, alice["public_id"], "jti")
-    assert data == expected
-
-
-def test_no_account_reads_no_todos(conn):
-    alice = new_user(conn, "alice")
-    todo = store.create_todo(conn, alice["id"], "alice's")
-    assert store.token_account_with_todos(conn, "no-such-id", "jti") == (None, [])
-    assert store.token_account_with_todo(conn, "no-such-id", "jti", todo["id"]) == (None, None)
-
-
-def test_the_token_check_read_with_data_sees_a_logout_and_a_password_change(conn):
-    alice = new_user(conn, "alice")
-    todo = store.create_todo(conn, alice["id"], "one")
-    store.revoke_token(conn, "logged-out", 2e9, 1e9)
-    store.update_user(conn, alice["public_id"], password_hash="pbkdf2_sha256$1$eA==$eQ==", now=1234.5)
-    for found, _ in (
-        store.token_account_with_todos(conn, alice["public_id"], "logged-out"),
-        store.token_account_with_todo(conn, alice["public_id"], "logged-out", todo["id"]),
-    ):
-        assert found[1:] == (1234.5, True)
-    assert store.token_account_with_todos(conn, alice["public_id"], "other")[0][2] is False
-
-
-def test_a_page_of_todos_follows_limit_offset_and_complete(conn):
-    alice = new_user(conn, "alice")
-    created = [store.create_todo(conn, alice["id"], f"todo {n}") for n in range(6)]
+def test_a_page_of_todos_follows_limit_offset_and_complete(s, conn):
+    alice = new_user(s, conn, "alice")
+    created = [s.create_todo(conn, alice["caller"], f"todo {n}", 10) for n in range(6)]
     for todo in created[::2]:
-        store.update_todo(conn, alice["id"], todo["id"], complete=True)
+        s.update_todo(conn, alice["caller"], todo["id"], complete=True)
     done = [{**t, "complete": True} for t in created[::2]]
-    assert [t["id"] for t in todos_of(conn, alice, limit=2, offset=1)] == [t["id"] for t in created[1:3]]
-    assert todos_of(conn, alice, complete=True) == done
-    assert todos_of(conn, alice, complete=True, limit=1, offset=1) == done[1:2]
-    assert todos_of(conn, alice, complete=False) == created[1::2]
-    assert todos_of(conn, alice, offset=6) == []
+    assert [t["id"] for t in todos_of(s, conn, alice, limit=2, offset=1)] == [t["id"] for t in created[1:3]]
+    assert todos_of(s, conn, alice, complete=True) == done
+    assert todos_of(s, conn, alice, complete=True, limit=1, offset=1) == done[1:2]
+    assert todos_of(s, conn, alice, complete=False) == created[1::2]
+    assert todos_of(s, conn, alice, offset=6) == []
 
 
 @pytest.mark.parametrize(
@@ -295,8 +378,130 @@ def test_a_page_of_todos_follows_limit_offset_and_complete(conn):
     ],
     ids=["controls-and-escapes", "unicode", "json-looking", "long"],
 )
-def test_text_read_with_the_token_check_is_exactly_what_was_stored(conn, text):
-    alice = new_user(conn, "alice")
-    todo = store.create_todo(conn, alice["id"], text)
-    assert todos_of(conn, alice) == [todo]
-    assert todo_of(conn, alice, todo["id"])["text"] == text
+def test_text_read_with_the_session_check_is_exactly_what_was_stored(s, conn, text):
+    alice = new_user(s, conn, "alice")
+    todo = s.create_todo(conn, alice["caller"], text, 10)
+    assert todos_of(s, conn, alice) == [todo]
+    assert todo_of(s, conn, alice, todo["id"])["text"] == text
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("route", ["list", "get"])
+def test_the_session_check_and_the_routes_data_are_one_statement(s, conn, route):
+    alice = new_user(s, conn, "alice")
+    created = [s.create_todo(conn, alice["caller"], f"todo {n}", 10) for n in range(3)]
+    reads = {
+        "list": (lambda: s.session_account_with_todos(conn, *alice["caller"]), created),
+        "get": (lambda: s.session_account_with_todo(conn, *alice["caller"], created[1]["id"]), created[1]),
+    }
+    read, expected = reads[route]
+    seen = []
+    conn.set_trace_callback(seen.append)
+    try:
+        found, data = read()
+    finally:
+        conn.set_trace_callback(None)
+    assert len(seen) == 1
+    assert found == s.session_account(conn, *alice["caller"])
+    assert data == expected
+
+
+# -- transactions, migrations, secrets ------------------------------------------------------
+
+
+@pytest.mark.sqlite_only
+def test_transaction_rolls_back_on_exception(s, conn):
+    alice = new_user(s, conn, "alice")
+    with pytest.raises(RuntimeError):
+        with store.transaction(conn):
+            conn.execute("INSERT INTO todos (owner_id, text) VALUES (?, ?)", (alice["id"], "lost"))
+            raise RuntimeError("boom")
+    assert todos_of(s, conn, alice) == []
+    assert not conn.in_transaction
+
+
+@pytest.mark.sqlite_only
+def test_a_commit_that_fails_rolls_back_and_leaves_the_connection_usable(s, conn):
+    alice = new_user(s, conn, "alice")
+    conn.execute("PRAGMA defer_foreign_keys = ON")  # the violation is found at COMMIT
+    with pytest.raises(sqlite3.IntegrityError):
+        with store.transaction(conn):
+            conn.execute("INSERT INTO todos (owner_id, text) VALUES (?, ?)", (999999, "orphan"))
+    assert not conn.in_transaction
+    assert s.create_todo(conn, alice["caller"], "next", 10)["text"] == "next"
+    assert count(conn, "todos") == 1
+
+
+@pytest.mark.sqlite_only
+def test_transaction_commits_on_success(s, db, conn):
+    alice = new_user(s, conn, "alice")
+    with store.transaction(conn):
+        conn.execute("INSERT INTO todos (owner_id, text) VALUES (?, ?)", (alice["id"], "kept"))
+    with sqlite3.connect(db.path) as other:
+        assert other.execute("SELECT text FROM todos").fetchall() == [("kept",)]
+
+
+def test_migrate_is_idempotent(s, conn):
+    new_user(s, conn, "alice")
+    assert s.migrate(conn) == s.SCHEMA_VERSION
+    assert s.migrate(conn) == s.SCHEMA_VERSION
+    assert s.schema_version(conn) == s.SCHEMA_VERSION
+    assert [u["name"] for u in s.list_users(conn)] == ["alice"]
+
+
+@pytest.mark.sqlite_only
+def test_the_name_key_migration_keeps_colliding_names_working_and_reserved(tmp_path, caplog):
+    path = str(tmp_path / "old.db")
+    with sqlite3.connect(path, isolation_level=None) as old:
+        for version, step in enumerate(store.MIGRATIONS[:3]):
+            old.executescript(step)
+            old.execute(f"PRAGMA user_version = {version + 1}")
+        for n, name in enumerate(["admin", "Admin", "ａｄｍｉｎ"]):
+            old.execute("INSERT INTO users (public_id, name, password_hash) VALUES (?, ?, 'x')", (f"p{n}", name))
+    db = store.open_database(path)
+    try:
+        with db.connection() as conn:
+            assert [store.get_login(conn, n)["public_id"] for n in ("admin", "Admin", "ａｄｍｉｎ")] == [
+                "p0",
+                "p1",
+                "p2",
+            ]
+            with pytest.raises(store.NameTaken):
+                store.create_user(conn, None, "p3", "ADMIN", "x", False)
+    finally:
+        db.close()
+    assert sum("collides" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_reopening_a_database_keeps_its_data(s, database):
+    first = s.open_database(database)
+    with first.connection() as conn:
+        new_user(s, conn, "alice")
+    first.close()
+    second = s.open_database(database)
+    try:
+        with second.connection() as conn:
+            assert [u["name"] for u in s.list_users(conn)] == ["alice"]
+    finally:
+        second.close()
+
+
+@pytest.mark.sqlite_only
+def test_memory_database_is_refused():
+    with pytest.raises(ValueError, match=":memory:"):
+        store.open_database(":memory:")
+
+
+def test_get_or_create_secret_keeps_the_first_value(s, conn):
+    assert s.get_or_create_secret(conn, "test_key", "first") == "first"
+    assert s.get_or_create_secret(conn, "test_key", "second") == "first"
+
+
+def test_replace_secret_replaces_the_stored_value(s, conn):
+    s.get_or_create_secret(conn, "test_key", "first")
+    s.replace_secret(conn, "test_key", "second")
+    assert s.get_or_create_secret(conn, "test_key", "third") == "second"
+
+
+def test_ping_answers_on_a_working_database(s, conn):
+    assert s.ping(conn) is None
