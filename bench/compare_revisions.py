@@ -21,8 +21,8 @@ access log on standard error), here to a file each. ``--pin last`` starts
 every server under ``taskset -c <last CPU>`` and runs wrk on the other CPUs;
 ``--pin both`` measures unpinned, then pinned (fresh servers and databases
 each time). ``--inprocess`` also times the WSGI callable of each revision
-called directly in a subprocess (bench/revision_inprocess.py), µs per request,
-median of ``--rounds`` runs alternating the revisions' order, and the ratio
+called directly in a subprocess (bench/revision_inprocess.py), µs per request
+(each run the best of 5 batches), median of ``--rounds`` runs alternating the revisions' order, and the ratio
 to the first revision (median of the per-run ratios; above 1 is slower).
 
     .venv/bin/python bench/compare_revisions.py BEFORE_REV AFTER_REV [MORE_REV ...]
@@ -84,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="todo-compare-") as tmp:
         revisions = [revserve.export(rev, i, tmp) for i, rev in enumerate(args.revisions)]
         names = revserve.labels(revisions)
+        wrk = "no HTTP runs" if args.no_http else f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.seconds:g}s"
         print(
             f"compare_revisions, {common.machine()}; waitress-serve --threads={args.threads}; "
-            f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.seconds:g}s; {args.rounds} alternated rounds"
+            f"{wrk}; {args.rounds} alternated rounds"
         )
         for name, rev in zip(names, revisions, strict=True):
             env = revserve.environment(rev, {})
@@ -225,7 +226,7 @@ def inprocess(
         print(f"  in-process: run {run + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     print(
         f"\n### In-process (WSGI callable called directly, access log formatted to /dev/null; "
-        f"median of {args.rounds} runs, each the median of 5 batches of {args.batch})\n"
+        f"median of {args.rounds} runs, each the best of 5 batches of {args.batch})\n"
     )
     print(f"| scenario | revision | µs/request | time vs {names[0]} |")
     print("|---|---|---:|---:|")
