@@ -6,7 +6,10 @@ create and complete, so the reader's list keeps its size all run long. Tokens
 are issued through the app itself; passwords are hashed once and the hash is
 reused, so seeding stays fast at 600,000 iterations.
 
-Imports todo_wsgi only through its public functions; never edits its state.
+Imports todo_wsgi only through its public functions, and only inside the
+functions that build or seed an app (make_app, seed): the wrk and report
+helpers import nothing of it, so scripts that serve other revisions of the
+app (compare_revisions.py, login_flood.py) can use them. Never edits its state.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import todo_wsgi
+if TYPE_CHECKING:
+    import todo_wsgi
 
 SECRET_KEY = "bench-secret-key-" + "x" * 32  # a fixed key: the server subprocess must verify the tokens
 PASSWORD = "bench-password-1"
@@ -93,6 +97,8 @@ def pinning(server_cpu: str) -> tuple[tuple[str, ...], set[int] | None]:
 
 def make_app(database: str, iterations: int = LOGIN_ITERATIONS, **settings: Any) -> todo_wsgi.TodoApp:
     """The app as the server builds it, on ``database``, with the bench's key."""
+    import todo_wsgi
+
     return todo_wsgi.create_app(database=database, secret_key=SECRET_KEY, pbkdf2_iterations=iterations, **settings)
 
 
@@ -161,6 +167,8 @@ def login(app: todo_wsgi.TodoApp, name: str, password: str = PASSWORD) -> str:
 
 def seed(database: str, iterations: int = LOGIN_ITERATIONS) -> Seeded:
     """Create the bench accounts and to-dos on a fresh database file."""
+    import todo_wsgi
+
     app = make_app(database, iterations)
     try:
         password_hash = todo_wsgi.hash_password(PASSWORD, iterations)

@@ -1,0 +1,41 @@
+"""bench/compare_revisions.py and bench/login_flood.py: the parts that need no wrk."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import compare_revisions
+import login_flood
+import revserve
+
+
+def test_a_revision_given_twice_is_numbered_in_the_report():
+    one = revserve.Revision("HEAD", "abc", "/x")
+    assert revserve.labels([one, one]) == ["HEAD (abc) #1", "HEAD (abc) #2"]
+    assert revserve.labels([one, revserve.Revision("worktree", "working tree", "/y")]) == [
+        "HEAD (abc)",
+        "worktree (working tree)",
+    ]
+
+
+def test_percentile_is_nearest_rank():
+    values = [float(n) for n in range(1, 101)]
+    assert login_flood.percentile(values, 99) == 99.0
+    assert login_flood.percentile([3.0, 1.0, 2.0], 99) == 3.0
+
+
+@pytest.mark.skipif(not (Path(revserve.REPO) / ".git").exists(), reason="not a git checkout")
+def test_compare_in_process_serves_each_revision_its_own_code(capsys, monkeypatch):
+    monkeypatch.setattr(revserve, "stop_on_signals", lambda: None)  # leave the test runner's signals alone
+    # HEAD is exported by git archive, worktree is served in place: both seeded over HTTP.
+    argv = ["HEAD", "worktree", "--no-http", "--inprocess", "--rounds", "1", "--batch", "20", "--iterations", "1000"]
+    assert compare_revisions.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "/rev0-" in out and str(Path(revserve.REPO) / "todo_wsgi.py") in out
+    rows = [line for line in out.splitlines() if line.startswith(("| list |", "| get |"))]
+    assert len(rows) == 4 and all(line.endswith("x |") for line in rows)
