@@ -1,0 +1,210 @@
+"""Every decision holds at its write: each race of a slow step (hashing) made wide on purpose.
+
+A request is held inside its PBKDF2 run by a gate (a kdf that blocks on an
+event for one chosen password) while another request changes what the first
+decided on; then the first is let go. Its write must decide again and refuse,
+changing nothing at all. Both backends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+from wsgiref.validate import validator
+
+import pytest
+from webtest import TestApp
+
+import todo_wsgi
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, challenge, login
+
+ATTACKER_PASSWORD = "attacker-password-1"
+
+
+class Gate:
+    """A kdf that holds the first run on ``password`` until released."""
+
+    def __init__(self, password: str) -> None:
+        self.password = password.encode()
+        self.entered = threading.Event()
+        self.released = threading.Event()
+        self._held = False
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
+        import hashlib
+
+        with self._lock:
+            hold = password == self.password and not self._held
+            self._held = self._held or hold
+        if hold:
+            self.entered.set()
+            assert self.released.wait(10), "the gate was never released"
+        return hashlib.pbkdf2_hmac(name, password, salt, iterations)
+
+
+@pytest.fixture
+def gated(app: todo_wsgi.TodoApp) -> Callable[[str], Gate]:
+    """Hold the app's next PBKDF2 run on a password (several slots, so others still hash)."""
+
+    def gate(password: str) -> Gate:
+        held = Gate(password)
+        app.hasher = todo_wsgi.Hasher(app.settings.pbkdf2_iterations, 4, held)
+        return held
+
+    return gate
+
+
+def in_thread(app: todo_wsgi.TodoApp, call: Callable[[TestApp], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Run ``call`` with a client of its own in a thread; its answer lands in the list."""
+    answer: list[Any] = []
+    thread = threading.Thread(target=lambda: answer.append(call(TestApp(validator(app)))))
+    thread.start()
+    return thread, answer
+
+
+def everything(app: todo_wsgi.TodoApp) -> dict[str, list[Any]]:
+    """Every row of every table a refused write must leave as it was."""
+    with app.db.connection() as conn:
+        return {
+            table: sorted(map(tuple, conn.execute(f"SELECT * FROM {table}").fetchall()), key=repr)
+            for table in ("users", "todos", "sessions", "app_secrets")
+        }
+
+
+def test_a_login_hashing_while_its_password_changes_gets_no_working_token(app, client, user, user_headers, gated):
+    gate = gated(USER_PASSWORD)
+    thread, answer = in_thread(
+        app, lambda c: c.post("/login", headers=basic("alice", USER_PASSWORD), expect_errors=True)
+    )
+    assert gate.entered.wait(10)
+    change = {"old_password": USER_PASSWORD, "new_password": "changed-password-2"}
+    client.put_json("/me/password", change, headers=user_headers, status=200)
+    gate.released.set()
+    thread.join(10)
+    (response,) = answer
+    assert response.status_int == 401
+    assert response.json == {"message": "Could not verify"}
+    client.post("/login", headers=basic("alice", "changed-password-2"), status=200)
+
+
+def test_an_admin_reset_during_the_attackers_password_change_leaves_the_admins_password(
+    app, client, admin_headers, user, user_headers, gated
+):
+    gate = gated(ATTACKER_PASSWORD)  # the attacker's new password, hashing
+    change = {"old_password": USER_PASSWORD, "new_password": ATTACKER_PASSWORD}
+    thread, answer = in_thread(
+        app, lambda c: c.put_json("/me/password", change, headers=user_headers, expect_errors=True)
+    )
+    assert gate.entered.wait(10)
+    reset = {"password": "reset-by-admin-1"}
+    client.patch_json(f"/user/{user['public_id']}", reset, headers=admin_headers, status=200)
+    before = everything(app)
+    gate.released.set()
+    thread.join(10)
+    (response,) = answer
+    assert response.status_int == 401
+    assert response.headers["WWW-Authenticate"] == challenge("revoked")
+    assert everything(app) == before
+    client.post("/login", headers=basic("alice", "reset-by-admin-1"), status=200)
+    client.post("/login", headers=basic("alice", ATTACKER_PASSWORD), status=401)
+
+
+def test_an_admin_deleted_while_its_edit_is_hashing_changes_nothing(app, client, admin, user, gated):
+    add_account(app, "rogue", ADMIN_PASSWORD, admin=True)
+    rogue = {"x-access-token": login(client, "rogue", ADMIN_PASSWORD)}
+    admin_headers = {"x-access-token": login(client, "admin", ADMIN_PASSWORD)}
+    rogue_id = client.get("/me", headers=rogue, status=200).json["user"]["public_id"]
+    gate = gated(ATTACKER_PASSWORD)
+    edit = {"password": ATTACKER_PASSWORD, "admin": True}
+    thread, answer = in_thread(
+        app, lambda c: c.patch_json(f"/user/{user['public_id']}", edit, headers=rogue, expect_errors=True)
+    )
+    assert gate.entered.wait(10)
+    client.delete(f"/user/{rogue_id}", headers=admin_headers, status=200)
+    before = everything(app)
+    gate.released.set()
+    thread.join(10)
+    (response,) = answer
+    assert response.status_int == 401
+    assert everything(app) == before
+    assert client.get(f"/user/{user['public_id']}", headers=admin_headers, status=200).json["user"]["admin"] is False
+
+
+def test_an_admin_demoted_while_its_account_creation_is_hashing_creates_nothing(app, client, admin, gated):
+    add_account(app, "rogue", ADMIN_PASSWORD, admin=True)
+    rogue = {"x-access-token": login(client, "rogue", ADMIN_PASSWORD)}
+    admin_headers = {"x-access-token": login(client, "admin", ADMIN_PASSWORD)}
+    rogue_id = client.get("/me", headers=rogue, status=200).json["user"]["public_id"]
+    gate = gated(ATTACKER_PASSWORD)
+    new = {"name": "accomplice", "password": ATTACKER_PASSWORD}
+    thread, answer = in_thread(app, lambda c: c.post_json("/user", new, headers=rogue, expect_errors=True))
+    assert gate.entered.wait(10)
+    client.patch_json(f"/user/{rogue_id}", {"admin": False}, headers=admin_headers, status=200)
+    before = everything(app)
+    gate.released.set()
+    thread.join(10)
+    (response,) = answer
+    assert response.status_int == 403
+    assert response.json == {"message": "Cannot perform that function!"}
+    assert everything(app) == before
+
+
+def test_an_admin_logged_out_while_its_account_creation_is_hashing_creates_nothing(app, client, admin, gated):
+    admin_headers = {"x-access-token": login(client, "admin", ADMIN_PASSWORD)}
+    gate = gated(ATTACKER_PASSWORD)
+    new = {"name": "accomplice", "password": ATTACKER_PASSWORD}
+    thread, answer = in_thread(app, lambda c: c.post_json("/user", new, headers=admin_headers, expect_errors=True))
+    assert gate.entered.wait(10)
+    client.post("/logout", headers=admin_headers, status=200)
+    before = everything(app)
+    gate.released.set()
+    thread.join(10)
+    (response,) = answer
+    assert response.status_int == 401
+    assert everything(app) == before
+
+
+def test_an_admin_removed_while_deleting_an_account_deletes_nothing(app, client, admin, user, monkeypatch):
+    add_account(app, "rogue", ADMIN_PASSWORD, admin=True)
+    rogue = {"x-access-token": login(client, "rogue", ADMIN_PASSWORD)}
+    admin_headers = {"x-access-token": login(client, "admin", ADMIN_PASSWORD)}
+    rogue_id = client.get("/me", headers=rogue, status=200).json["user"]["public_id"]
+    # No slow step here: the window is held open at the store's door instead.
+    arrived, go_on = threading.Event(), threading.Event()
+    real_delete_user = app.store.delete_user
+
+    def delete_user_when_told(conn, caller, public_id):
+        if public_id == user["public_id"]:
+            arrived.set()
+            assert go_on.wait(10)
+        return real_delete_user(conn, caller, public_id)
+
+    monkeypatch.setattr(app.store, "delete_user", delete_user_when_told)
+    thread, answer = in_thread(app, lambda c: c.delete(f"/user/{user['public_id']}", headers=rogue, expect_errors=True))
+    assert arrived.wait(10)
+    monkeypatch.setattr(app.store, "delete_user", real_delete_user)
+    client.delete(f"/user/{rogue_id}", headers=admin_headers, status=200)
+    before = everything(app)
+    go_on.set()
+    thread.join(10)
+    (response,) = answer
+    assert response.status_int == 401
+    assert everything(app) == before
+
+
+def test_a_todo_write_after_its_session_ended_mid_request_writes_nothing(app, client, user, user_headers, monkeypatch):
+    todo = client.post_json("/todo", {"text": "mine"}, headers=user_headers, status=201).json["todo"]
+    real_update_todo = app.store.update_todo
+
+    def logout_first(conn, caller, todo_id, **change):
+        app.store.end_session(conn, caller.session_id)  # the race, forced
+        return real_update_todo(conn, caller, todo_id, **change)
+
+    monkeypatch.setattr(app.store, "update_todo", logout_first)
+    before = everything(app)
+    response = client.patch_json(f"/todo/{todo['id']}", {"text": "changed"}, headers=user_headers, status=401)
+    assert response.headers["WWW-Authenticate"] == challenge("revoked")
+    after = everything(app)
+    assert after["todos"] == before["todos"]
