@@ -2,7 +2,7 @@
 //
 // Rules a reviewer can check with grep:
 // - data reaches the page through textContent, value and single attributes only, never as markup
-//   (there is no innerHTML in this file);
+//   (no property or call that parses HTML appears in this file: tests/test_web_client.py);
 // - the access token lives in this script's memory only; the refresh token in sessionStorage, so
 //   the session survives a reload of the tab but not the tab;
 // - every URL is relative ("todo", "todo/5"), so the client works below any mount prefix;
@@ -142,7 +142,7 @@ async function run(action) {
 
 function screen(signedIn) {
   $("sign-in").hidden = signedIn;
-  for (const id of ["who", "sign-out", "todos", "password"]) $(id).hidden = !signedIn;
+  for (const id of ["who", "sign-out", "todos", "change-password"]) $(id).hidden = !signedIn;
   $("accounts").hidden = !(signedIn && state.me?.admin);
 }
 
