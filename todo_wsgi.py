@@ -18,6 +18,7 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import importlib.resources
 import ipaddress
 import json
 import logging
@@ -74,6 +75,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     pool_size: int = 4
     max_todos_per_account: int = 10000
+    web_client: bool = True
 
     @classmethod
     def resolve(cls, environ: dict[str, str] | None = None, **given: Any) -> Settings:
@@ -87,7 +89,9 @@ class Settings:
                 value = environ.get(ENV_NAMES.get(name, f"TODO_{name.upper()}")) or None
             if value is None:
                 continue
-            if isinstance(default, int):
+            if isinstance(default, bool):  # before int: bool is an int in Python
+                value = _on_off(name, value)
+            elif isinstance(default, int):
                 value = _positive_int(name, value)
             elif name == "cors_origins":
                 value = _origins(value)
@@ -112,6 +116,14 @@ def _positive_int(name: str, value: Any) -> int:
     return number
 
 
+def _on_off(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() not in ("on", "off"):
+        raise ValueError(f"setting {name} (TODO_{name.upper()}) must be on or off, got {value!r}")
+    return str(value).strip().lower() == "on"
+
+
 def _origins(value: str | Iterable[str]) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
     return tuple(origin.strip().rstrip("/") for origin in items if origin.strip())
@@ -129,6 +141,7 @@ def create_app(
     cors_origins: str | Iterable[str] | None = None,
     pool_size: int | None = None,
     max_todos_per_account: int | None = None,
+    web_client: bool | None = None,
     *,
     clock: Callable[[], float] = time.time,
     kdf: KDF = hashlib.pbkdf2_hmac,
@@ -151,6 +164,7 @@ def create_app(
         cors_origins=cors_origins,
         pool_size=pool_size,
         max_todos_per_account=max_todos_per_account,
+        web_client=web_client,
     )
     return TodoApp(settings, clock, kdf)
 
@@ -197,6 +211,7 @@ class TodoApp:
         self.router = Router(ROUTES)
         # Parsed once to fail at start on a broken file, then served as these bytes.
         self.openapi_document = json_bytes(json.loads(OPENAPI_PATH.read_text(encoding="utf-8")))
+        self.web_files = load_web_files() if settings.web_client else {}
         self.tokens = TokenCache(TOKEN_CACHE_SIZE)
         self.hasher = Hasher(settings.pbkdf2_iterations, HASH_SLOTS, kdf)
         self.cors_origins = frozenset(settings.cors_origins)
@@ -242,13 +257,19 @@ class TodoApp:
             # headers come depends on Origin, so every answer varies on it,
             # including those to no or an unlisted origin.
             headers = headers + [("Vary", "Origin")] + (cors_headers(origin or "") if cors else [])
-        # Tokens and private data are never kept by a cache.
-        headers.append(("Cache-Control", "no-store"))
+        # Tokens and private data are never kept by a cache (the client's files say otherwise).
+        if not any(name == "Cache-Control" for name, _ in headers):
+            headers.append(("Cache-Control", "no-store"))
         if status == 204:
             payload, response_headers = b"", [("Content-Length", "0"), *headers]
+        elif status == 304:  # RFC 9110 15.4.5: no content, and no Content-Length but the 200's
+            payload, response_headers = b"", headers
         else:
             payload = json_bytes(body)
-            response_headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *headers]
+            response_headers = [("Content-Length", str(len(payload))), *headers]
+            # Bytes may come with their own type (the browser client's files); all else is JSON.
+            if not any(name.lower() == "content-type" for name, _ in headers):
+                response_headers.insert(0, ("Content-Type", "application/json"))
         start_response(STATUS_LINES[status], response_headers)
         if self.access_log.isEnabledFor(logging.INFO):
             who = req.account["public_id"] if req.account else "-"
@@ -336,7 +357,9 @@ class Request:
         self.app = app
         self.environ = environ
         self.method: str = environ["REQUEST_METHOD"]
-        self.path: str = environ.get("PATH_INFO") or "/"
+        # An empty PATH_INFO is the app's root, "/", unless the app is mounted below a
+        # prefix: then it names the prefix without its slash, which web_redirect answers.
+        self.path: str = environ.get("PATH_INFO") or ("" if environ.get("SCRIPT_NAME") else "/")
         self.conn: Any = None
         self.account: dict[str, Any] | None = None
         self.caller: store.Caller | None = None
@@ -1042,9 +1065,59 @@ def delete_todo(req: Request, todo_id: int) -> Result:
     return 200, {"message": "Todo item deleted!"}
 
 
+# -- the browser client's files (todo_wsgi_web; API.md, "Browser client") -----------
+
+# Path -> file of the package todo_wsgi_web; relative URLs in the files, so any mount prefix works.
+WEB_FILES = MappingProxyType({"/": "index.html", "/client.js": "client.js", "/client.css": "client.css"})
+WEB_TYPES = MappingProxyType(
+    {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
+)
+WEB_HEADERS = (
+    ("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-cache"),  # RFC 9111 5.2.2.4: kept, but revalidated (ETag) before each use
+)
+
+
+def load_web_files() -> dict[str, tuple[bytes, str, str]]:
+    """Each client file by path: its bytes, Content-Type and strong ETag, read once per app."""
+    package = importlib.resources.files("todo_wsgi_web")
+    files = {}
+    for path, name in WEB_FILES.items():
+        data = package.joinpath(name).read_bytes()
+        etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+        files[path] = (data, WEB_TYPES[name.rpartition(".")[2]], etag)
+    return files
+
+
+def web_file(req: Request) -> Result:
+    """One of the client's files as it is; 304 when If-None-Match names its ETag."""
+    if req.path not in req.app.web_files:  # web_client off
+        raise HTTPError(404, "Not found")
+    data, content_type, etag = req.app.web_files[req.path]
+    headers = [("ETag", etag), *WEB_HEADERS]
+    # RFC 9110 13.1.2: weak comparison, a list of tags or "*".
+    wanted = {tag.strip().removeprefix("W/") for tag in req.environ.get("HTTP_IF_NONE_MATCH", "").split(",")}
+    if etag in wanted or "*" in wanted:
+        return 304, b"", headers
+    return 200, data, [("Content-Type", content_type), *headers]
+
+
+def web_redirect(req: Request) -> Result:
+    """The mount prefix without its slash: 308 to the prefix with one, where the client's page is."""
+    if not req.app.web_files:
+        raise HTTPError(404, "Not found")
+    location = req.url("/")
+    return 308, {"message": f"Moved to {location}"}, [("Location", location)]
+
+
 # -- the route table ----------------------------------------------------------------------
 
 ROUTES: tuple[tuple[str, str, Callable[..., Result]], ...] = (
+    ("GET", "", web_redirect),  # only below a mount prefix: Request.path
+    ("GET", "/", web_file),
+    ("GET", "/client.js", web_file),
+    ("GET", "/client.css", web_file),
     ("GET", "/healthz", healthz),
     ("GET", "/openapi.json", openapi),
     ("GET", "/login", login),

@@ -52,6 +52,8 @@ class FakeClock:
 
 BACKENDS = ["sqlite", "postgres"]
 PG_SKIPPED = "PostgreSQL half skipped"
+# tests/test_browser.py skips itself with this reason when Chromium is missing.
+BROWSER_SKIPPED = "Browser half skipped"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -108,7 +110,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say plainly when the PostgreSQL half did not run, and how to run it."""
+    """Say plainly when the PostgreSQL half or the browser half did not run, and how to run it."""
     from tests import pg
 
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if PG_SKIPPED in str(r.longrepr)]
@@ -116,6 +118,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(
             f"The PostgreSQL half of the suite did not run ({len(skipped)} tests skipped). "
             f"To run it: {pg.HOW_TO_ENABLE}.",
+            yellow=True,
+            bold=True,
+        )
+    if any(BROWSER_SKIPPED in str(r.longrepr) for r in terminalreporter.stats.get("skipped", [])):
+        terminalreporter.write_line(
+            "The browser half of the suite did not run (tests/test_browser.py skipped: no Chromium). "
+            "To run it: apt-get install chromium chromium-driver (Debian's packages), then make test.",
             yellow=True,
             bold=True,
         )

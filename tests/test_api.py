@@ -274,8 +274,13 @@ def test_account_routes_without_token_answer_401(client, admin, method, path, bo
     assert response.json == TOKEN_MISSING
 
 
-# Every route but logging in, /healthz and /openapi.json needs a token (API.md, "Authentication").
-OPEN_ROUTES = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"), ("GET", "/openapi.json")}
+# Every route but logging in, /healthz, /openapi.json and the browser client's files needs a
+# token (API.md, "Authentication").
+OPEN_ROUTES = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"), ("GET", "/openapi.json")} | {
+    (method, pattern)
+    for method, pattern, handler in todo_wsgi.ROUTES
+    if handler in (todo_wsgi.web_file, todo_wsgi.web_redirect)
+}
 
 
 @pytest.mark.parametrize(
@@ -562,7 +567,7 @@ def test_body_over_max_body_bytes_answers_413(make_app, user, user_headers):
 
 
 def test_unknown_path_answers_404(client, user_headers):
-    for path in ("/", "/nowhere", "/todo/abc", "/todo/1/extra", "/user/a/b"):
+    for path in ("/index.html", "/nowhere", "/todo/abc", "/todo/1/extra", "/user/a/b"):
         response = client.get(path, headers=user_headers, status=404)
         assert set(response.json) == {"message"}
 
