@@ -23,6 +23,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -69,10 +70,14 @@ class PasswordChanged(Refused):
 
 
 class Caller(NamedTuple):
-    """Who a write acts for: a session and the public id of its account."""
+    """Who a write acts for: a session and the public id of its account, and, for
+    the audit trail, the client's address and the time of the request. Where a
+    write takes ``None`` instead, the operator acts (the command line)."""
 
     session_id: str
     public_id: str
+    address: str | None = None
+    time: float = 0.0
 
 
 # SQLite's primary result codes for a fault a client can wait out: busy,
@@ -184,6 +189,28 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """,
     _fill_name_keys,
     "CREATE UNIQUE INDEX users_name_fold ON users (name_key)",
+    # Refresh tokens (only their hashes) of sessions, spent ones kept to catch a
+    # replay; the audit trail.
+    """
+    CREATE TABLE refresh_tokens (
+        hash TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        spent INTEGER NOT NULL DEFAULT 0 CHECK (spent IN (0, 1))
+    );
+    CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
+    CREATE TABLE audit_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        actor TEXT,
+        action TEXT NOT NULL,
+        target TEXT,
+        address TEXT
+    );
+    CREATE INDEX audit_events_time ON audit_events (time);
+    CREATE INDEX audit_events_action ON audit_events (action, id);
+    CREATE INDEX audit_events_actor ON audit_events (actor, id);
+    CREATE INDEX audit_events_target ON audit_events (target, id)
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -451,6 +478,7 @@ def create_user(
             "INSERT INTO users (public_id, name, name_key, password_hash, admin) VALUES (?, ?, ?, ?, ?)",
             (public_id, name, name_key(name), password_hash, admin),
         )
+        _record(conn, caller, "account.created", public_id)
     return {"public_id": public_id, "name": name, "admin": admin}
 
 
@@ -473,23 +501,29 @@ def update_user(
     stands, or None if there is none; raise NameTaken, LastAdmin, SessionEnded
     or NotAdmin and change nothing.
     """
+    own = caller is not None and caller.public_id == public_id
     with transaction(conn):
-        _check_caller(conn, caller, admin=caller is not None and caller.public_id != public_id)
-        row = conn.execute("SELECT id, admin, password_hash FROM users WHERE public_id = ?", (public_id,)).fetchone()
+        _check_caller(conn, caller, admin=not own)
+        row = conn.execute(
+            "SELECT id, admin, password_hash, name FROM users WHERE public_id = ?", (public_id,)
+        ).fetchone()
         if row is None:
             return None
         if verified_hash is not None and row[2] != verified_hash:
             raise PasswordChanged(public_id)
         if admin is False and row[1] and _admin_count(conn) <= 1:
             raise LastAdmin(public_id)
-        if name is not None:
+        if name is not None and name != row[3]:
             _check_name_free(conn, name, row[0])
             conn.execute("UPDATE users SET name = ?, name_key = ? WHERE id = ?", (name, name_key(name), row[0]))
+            _record(conn, caller, "account.renamed", public_id)
         if password_hash is not None:
             conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, row[0]))
             conn.execute("DELETE FROM sessions WHERE user_id = ?", (row[0],))
-        if admin is not None:
+            _record(conn, caller, "account.password_changed" if own else "account.password_reset", public_id)
+        if admin is not None and admin != bool(row[1]):
             conn.execute("UPDATE users SET admin = ? WHERE id = ?", (admin, row[0]))
+            _record(conn, caller, "account.promoted" if admin else "account.demoted", public_id)
         return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE u.id = ?", (row[0],)).fetchone())
 
 
@@ -505,8 +539,9 @@ def delete_user(conn: sqlite3.Connection, caller: Caller | None, public_id: str)
             return False
         if row[1] and _admin_count(conn) <= 1:
             raise LastAdmin(public_id)
-        # The to-dos and sessions go by cascade, inside this transaction.
+        # The to-dos and sessions go by cascade, inside this transaction; its events stay.
         conn.execute("DELETE FROM users WHERE id = ?", (row[0],))
+        _record(conn, caller, "account.deleted", public_id)
     return True
 
 
@@ -517,7 +552,7 @@ def _check_caller(conn: sqlite3.Connection, caller: Caller | None, admin: bool) 
         return None
     row = conn.execute(
         "SELECT u.id, u.admin FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ? AND u.public_id = ?",
-        caller,
+        (caller.session_id, caller.public_id),
     ).fetchone()
     if row is None:
         raise SessionEnded(caller.public_id)
@@ -542,44 +577,145 @@ def start_session(
     conn: sqlite3.Connection,
     user_id: int,
     verified_hash: str,
-    session_id: str,
+    caller: Caller,
+    refresh_hash: str,
     expires_at: float,
     *,
     stronger_hash: str | None = None,
     name: str = "",
     address: str = "",
 ) -> bool:
-    """Start a session for the account whose password hash was verified, in one transaction.
+    """Start the session ``caller`` names for the account whose password hash was verified.
 
-    Only if the hash is still ``verified_hash``: a password changed while the
-    login was hashing wins, and no session starts (False). Also stores
-    ``stronger_hash`` (the same password at today's cost) in its place, clears
-    the failed logins of (name, address) and gives back the attempt counted
-    against the address; prunes sessions that expired.
+    One transaction, only if the hash is still ``verified_hash``: a password
+    changed while the login was hashing wins, and no session starts (False).
+    Stores the session's first refresh token (its hash), ``stronger_hash``
+    (the same password at today's cost) in place of the old one, clears the
+    failed logins of (name, address) (the throttle's keys) and gives back the
+    attempt counted against the address; records login.succeeded.
     """
     with transaction(conn):
         started = conn.execute(
             "INSERT INTO sessions (id, user_id, expires_at)"
             " SELECT ?, id, ? FROM users WHERE id = ? AND password_hash = ?",
-            (session_id, expires_at, user_id, verified_hash),
+            (caller.session_id, expires_at, user_id, verified_hash),
         ).rowcount
         if not started:
             return False
+        conn.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (?, ?)", (refresh_hash, caller.session_id))
         if stronger_hash is not None:
             conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (stronger_hash, user_id))
         _forgive_attempt(conn, name, address)
-        conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (expires_at - SESSION_PRUNE_AGE,))
+        _record(conn, caller, "login.succeeded", caller.public_id)
     return True
 
 
-# Sessions are pruned this long after their end (a year and a day: they end long before).
-SESSION_PRUNE_AGE = 366 * 86400.0
+def refresh_session(
+    conn: sqlite3.Connection, spent_hash: str, new_hash: str, now: float, address: str | None
+) -> tuple[dict[str, Any], str, float] | None:
+    """Spend a refresh token and store its successor, in one transaction.
 
-
-def end_session(conn: sqlite3.Connection, session_id: str) -> bool:
-    """End a session: every token issued in it stops working. False if it had ended."""
+    Return (account, session id, session end) for a live token. None for an
+    unknown token or a session past its end; a token already spent means it
+    was stolen or replayed (RFC 9700 4.14.2): its whole session ends, every
+    token issued in it included, and session.revoked is recorded.
+    """
     with transaction(conn):
-        return conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount > 0
+        row = conn.execute(
+            "SELECT r.session_id, r.spent, s.expires_at, " + ACCOUNT_COLUMNS + " FROM refresh_tokens r"
+            " JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id WHERE r.hash = ?",
+            (spent_hash,),
+        ).fetchone()
+        if row is None or row[2] <= now:
+            return None
+        account = account_from_row(row[3:])
+        assert account is not None
+        spent = conn.execute(
+            "UPDATE refresh_tokens SET spent = TRUE WHERE hash = ? AND NOT spent", (spent_hash,)
+        ).rowcount
+        if not spent:  # presented again: end the session
+            conn.execute("DELETE FROM sessions WHERE id = ?", (row[0],))
+            _record(conn, Caller(row[0], account["public_id"], address, now), "session.revoked", account["public_id"])
+            return None
+        conn.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (?, ?)", (new_hash, row[0]))
+    return account, str(row[0]), float(row[2])
+
+
+def end_session(conn: sqlite3.Connection, caller: Caller) -> bool:
+    """End the caller's session (log out): every token issued in it stops working. False if it had ended."""
+    with transaction(conn):
+        ended = conn.execute("DELETE FROM sessions WHERE id = ?", (caller.session_id,)).rowcount > 0
+        if ended:
+            _record(conn, caller, "logout", caller.public_id)
+    return ended
+
+
+def prune(conn: sqlite3.Connection, now: float, events_before: float) -> None:
+    """Delete sessions past their end (their refresh tokens go with them) and audit events
+    older than ``events_before``. Run along with logins, so no separate job is needed."""
+    with transaction(conn):
+        conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM audit_events WHERE time < ?", (events_before,))
+
+
+# -- the audit trail --------------------------------------------------------------
+
+
+def _record(conn: sqlite3.Connection, caller: Caller | None, action: str, target: str | None) -> None:
+    """Write one audit event inside the current transaction; ``caller`` None is the operator."""
+    actor: str | None
+    if caller is None:
+        actor, address, when = "cli", None, time.time()
+    else:
+        actor, address, when = caller.public_id or None, caller.address, caller.time
+    conn.execute(
+        "INSERT INTO audit_events (time, actor, action, target, address) VALUES (?, ?, ?, ?, ?)",
+        (when, actor, action, target, address),
+    )
+
+
+def record_event(conn: sqlite3.Connection, caller: Caller | None, action: str, target: str | None) -> None:
+    """Write one audit event in a transaction of its own (a refused login; an operator's command)."""
+    with transaction(conn):
+        _record(conn, caller, action, target)
+
+
+def list_events(
+    conn: sqlite3.Connection,
+    limit: int = -1,
+    offset: int = 0,
+    *,
+    action: str | None = None,
+    actor: str | None = None,
+    target: str | None = None,
+    since: float | None = None,
+) -> list[dict[str, Any]]:
+    """Audit events, newest first, a page at a time, filtered by any of action, actor, target and time."""
+    where, values = event_filters(action, actor, target, since, "?")
+    rows = conn.execute(
+        "SELECT id, time, actor, action, target, address FROM audit_events"
+        + where
+        + " ORDER BY id DESC LIMIT ? OFFSET ?",
+        (*values, limit, offset),
+    )
+    return [event_from_row(row) for row in rows]
+
+
+def event_filters(
+    action: str | None, actor: str | None, target: str | None, since: float | None, placeholder: str
+) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause of the filters given (with the backend's ``placeholder``), and their values."""
+    named = (("action", action), ("actor", actor), ("target", target))
+    given = [(column, value) for column, value in named if value is not None]
+    clauses = [f"{column} = {placeholder}" for column, _ in given]
+    clauses += [f"time >= {placeholder}"] if since is not None else []
+    values = tuple(value for _, value in given) + ((since,) if since is not None else ())
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
+
+
+def event_from_row(row: Any) -> dict[str, Any]:
+    """A row of (id, time, actor, action, target, address) as a dict; time as Unix seconds."""
+    return {"id": row[0], "time": row[1], "actor": row[2], "action": row[3], "target": row[4], "address": row[5]}
 
 
 # -- login throttling ------------------------------------------------------------
@@ -733,8 +869,12 @@ COPIED: dict[str, tuple[str, ...]] = {
     "todos": ("id", "owner_id", "text", "complete"),
     "app_secrets": ("name", "value"),
     "sessions": ("id", "user_id", "expires_at"),
+    "refresh_tokens": ("hash", "session_id", "spent"),
+    "audit_events": ("id", "time", "actor", "action", "target", "address"),
 }
-BOOLEAN_COLUMNS = frozenset({"admin", "complete"})
+BOOLEAN_COLUMNS = frozenset({"admin", "complete", "spent"})
+# Tables whose ids are handed out once only (a deleted to-do's id is not reused).
+NUMBERED = ("users", "todos", "audit_events")
 
 
 def export_rows(conn: sqlite3.Connection) -> Iterator[tuple[str, tuple[Any, ...]]]:
@@ -750,7 +890,7 @@ def export_rows(conn: sqlite3.Connection) -> Iterator[tuple[str, tuple[Any, ...]
             flags = [name in BOOLEAN_COLUMNS for name in columns]
             for row in conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1"):
                 yield table, tuple(bool(v) if flag else v for v, flag in zip(row, flags, strict=True))
-        for table in ("users", "todos"):
+        for table in NUMBERED:
             (used,) = conn.execute(
                 f"SELECT max(coalesce((SELECT max(id) FROM {table}), 0),"
                 " coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0))",
@@ -774,15 +914,15 @@ def import_rows(conn: sqlite3.Connection, rows: Iterable[tuple[str, tuple[Any, .
         conn.execute("DELETE FROM app_secrets")
         for table, row in rows:
             if table == "next_ids":
-                # Only todos is AUTOINCREMENT, with a high-water mark in
-                # sqlite_sequence; users' ids are internal and follow max(id).
+                # todos and audit_events are AUTOINCREMENT, with a high-water mark
+                # in sqlite_sequence; users' ids are internal and follow max(id).
                 name, next_id = row
-                if name == "todos":
-                    conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'todos'", (next_id - 1,))
+                if name != "users":
+                    conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (next_id - 1, name))
                     conn.execute(
-                        "INSERT INTO sqlite_sequence (name, seq) SELECT 'todos', ?"
-                        " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'todos')",
-                        (next_id - 1,),
+                        "INSERT INTO sqlite_sequence (name, seq) SELECT ?, ?"
+                        " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?)",
+                        (name, next_id - 1, name),
                     )
                 continue
             columns = COPIED[table]

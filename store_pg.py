@@ -39,8 +39,8 @@ from store import (
     ACCOUNT_COLUMNS,
     COPIED,
     MAX_ID,
+    NUMBERED,
     SELECT_ACCOUNT,
-    SESSION_PRUNE_AGE,
     Caller,
     LastAdmin,
     NameTaken,
@@ -50,6 +50,8 @@ from store import (
     SessionEnded,
     TooManyTodos,
     account_from_row,
+    event_filters,
+    event_from_row,
     name_key,
     name_keys,
     todo_from_row,
@@ -153,6 +155,26 @@ MIGRATIONS: list[str | Callable[[psycopg.Connection[Any]], None]] = [
     """,
     _fill_name_keys,
     "CREATE UNIQUE INDEX users_name_fold ON users (name_key)",
+    """
+    CREATE TABLE refresh_tokens (
+        hash TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        spent BOOLEAN NOT NULL DEFAULT false
+    );
+    CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
+    CREATE TABLE audit_events (
+        id BIGSERIAL PRIMARY KEY,
+        time DOUBLE PRECISION NOT NULL,
+        actor TEXT,
+        action TEXT NOT NULL,
+        target TEXT,
+        address TEXT
+    );
+    CREATE INDEX audit_events_time ON audit_events (time);
+    CREATE INDEX audit_events_action ON audit_events (action, id);
+    CREATE INDEX audit_events_actor ON audit_events (actor, id);
+    CREATE INDEX audit_events_target ON audit_events (target, id)
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -448,6 +470,7 @@ def create_user(
                 "INSERT INTO users (public_id, name, name_key, password_hash, admin) VALUES (%s, %s, %s, %s, %s)",
                 (public_id, name, name_key(name), password_hash, admin),
             )
+            _record(conn, caller, "account.created", public_id)
     except errors.UniqueViolation as exc:
         raise NameTaken(name) from exc
     return {"public_id": public_id, "name": name, "admin": admin}
@@ -467,12 +490,13 @@ def update_user(
     """As store.update_user; the admins are locked first, then the caller, then the account."""
     if _has_nul(public_id):
         return None
+    own = caller is not None and caller.public_id == public_id
     try:
         with transaction(conn):
             admins = _lock_admins(conn) if admin is False else []
-            _check_caller(conn, caller, admin=caller is not None and caller.public_id != public_id)
+            _check_caller(conn, caller, admin=not own)
             row = conn.execute(
-                "SELECT id, admin, password_hash FROM users WHERE public_id = %s FOR UPDATE", (public_id,)
+                "SELECT id, admin, password_hash, name FROM users WHERE public_id = %s FOR UPDATE", (public_id,)
             ).fetchone()
             if row is None:
                 return None
@@ -480,14 +504,17 @@ def update_user(
                 raise PasswordChanged(public_id)
             if admin is False and row[1] and not [a for a in admins if a != row[0]]:
                 raise LastAdmin(public_id)
-            if name is not None:
+            if name is not None and name != row[3]:
                 _check_name_free(conn, name, row[0])
                 conn.execute("UPDATE users SET name = %s, name_key = %s WHERE id = %s", (name, name_key(name), row[0]))
+                _record(conn, caller, "account.renamed", public_id)
             if password_hash is not None:
                 conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (password_hash, row[0]))
                 conn.execute("DELETE FROM sessions WHERE user_id = %s", (row[0],))
-            if admin is not None:
+                _record(conn, caller, "account.password_changed" if own else "account.password_reset", public_id)
+            if admin is not None and admin != row[1]:
                 conn.execute("UPDATE users SET admin = %s WHERE id = %s", (admin, row[0]))
+                _record(conn, caller, "account.promoted" if admin else "account.demoted", public_id)
             return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE u.id = %s", (row[0],)).fetchone())
     except errors.UniqueViolation as exc:
         raise NameTaken(name) from exc
@@ -506,8 +533,9 @@ def delete_user(conn: psycopg.Connection[Any], caller: Caller | None, public_id:
             return False
         if row[1] and not [a for a in admins if a != row[0]]:
             raise LastAdmin(public_id)
-        # The to-dos and sessions go by cascade, inside this transaction.
+        # The to-dos and sessions go by cascade, inside this transaction; its events stay.
         conn.execute("DELETE FROM users WHERE id = %s", (row[0],))
+        _record(conn, caller, "account.deleted", public_id)
     return True
 
 
@@ -518,12 +546,12 @@ def _check_caller(
     commits (``exclusive``: FOR UPDATE, where the write then counts the account's rows)."""
     if caller is None:
         return None
-    if _has_nul(*caller):
+    if _has_nul(caller.session_id, caller.public_id):
         raise SessionEnded(caller.public_id)
     row = conn.execute(
         "SELECT u.id, u.admin FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = %s AND u.public_id = %s"
         + (" FOR UPDATE" if exclusive else " FOR SHARE"),
-        caller,
+        (caller.session_id, caller.public_id),
     ).fetchone()
     if row is None:
         raise SessionEnded(caller.public_id)
@@ -557,37 +585,134 @@ def start_session(
     conn: psycopg.Connection[Any],
     user_id: int,
     verified_hash: str,
-    session_id: str,
+    caller: Caller,
+    refresh_hash: str,
     expires_at: float,
     *,
     stronger_hash: str | None = None,
     name: str = "",
     address: str = "",
 ) -> bool:
-    """As store.start_session; the INSERT ... SELECT locks the account row (FOR SHARE is
-    implied by the foreign key), so a password change waits for it or wins first."""
+    """Start the session ``caller`` names for the account whose password hash was verified.
+
+    One transaction, only if the hash is still ``verified_hash``: a password
+    changed while the login was hashing wins, and no session starts (False).
+    Stores the session's first refresh token (its hash), ``stronger_hash``
+    (the same password at today's cost) in place of the old one, clears the
+    failed logins of (name, address) (the throttle's keys) and gives back the
+    attempt counted against the address; records login.succeeded.
+    """
     with transaction(conn):
         started = conn.execute(
             "INSERT INTO sessions (id, user_id, expires_at)"
             " SELECT %s, id, %s FROM users WHERE id = %s AND password_hash = %s",
-            (session_id, expires_at, user_id, verified_hash),
+            (caller.session_id, expires_at, user_id, verified_hash),
         ).rowcount
         if not started:
             return False
+        conn.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (%s, %s)", (refresh_hash, caller.session_id))
         if stronger_hash is not None:
             conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (stronger_hash, user_id))
         _forgive_attempt(conn, name, address)
-        conn.execute("DELETE FROM sessions WHERE expires_at <= %s", (expires_at - SESSION_PRUNE_AGE,))
+        _record(conn, caller, "login.succeeded", caller.public_id)
     return True
 
 
 @_retried
-def end_session(conn: psycopg.Connection[Any], session_id: str) -> bool:
-    """End a session: every token issued in it stops working. False if it had ended."""
-    if _has_nul(session_id):
-        return False
+def refresh_session(
+    conn: psycopg.Connection[Any], spent_hash: str, new_hash: str, now: float, address: str | None
+) -> tuple[dict[str, Any], str, float] | None:
+    """Spend a refresh token and store its successor, in one transaction.
+
+    Return (account, session id, session end) for a live token. None for an
+    unknown token or a session past its end; a token already spent means it
+    was stolen or replayed (RFC 9700 4.14.2): its whole session ends, every
+    token issued in it included, and session.revoked is recorded.
+    """
     with transaction(conn):
-        return conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,)).rowcount > 0
+        row = conn.execute(
+            "SELECT r.session_id, r.spent, s.expires_at, " + ACCOUNT_COLUMNS + " FROM refresh_tokens r"
+            " JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id WHERE r.hash = %s",
+            (spent_hash,),
+        ).fetchone()
+        if row is None or row[2] <= now:
+            return None
+        account = account_from_row(row[3:])
+        assert account is not None
+        spent = conn.execute(
+            "UPDATE refresh_tokens SET spent = TRUE WHERE hash = %s AND NOT spent", (spent_hash,)
+        ).rowcount
+        if not spent:  # presented again: end the session
+            conn.execute("DELETE FROM sessions WHERE id = %s", (row[0],))
+            _record(conn, Caller(row[0], account["public_id"], address, now), "session.revoked", account["public_id"])
+            return None
+        conn.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (%s, %s)", (new_hash, row[0]))
+    return account, str(row[0]), float(row[2])
+
+
+@_retried
+def end_session(conn: psycopg.Connection[Any], caller: Caller) -> bool:
+    """End the caller's session (log out): every token issued in it stops working. False if it had ended."""
+    with transaction(conn):
+        ended = conn.execute("DELETE FROM sessions WHERE id = %s", (caller.session_id,)).rowcount > 0
+        if ended:
+            _record(conn, caller, "logout", caller.public_id)
+    return ended
+
+
+@_retried
+def prune(conn: psycopg.Connection[Any], now: float, events_before: float) -> None:
+    """Delete sessions past their end (their refresh tokens go with them) and audit events
+    older than ``events_before``. Run along with logins, so no separate job is needed."""
+    with transaction(conn):
+        conn.execute("DELETE FROM sessions WHERE expires_at <= %s", (now,))
+        conn.execute("DELETE FROM audit_events WHERE time < %s", (events_before,))
+
+
+# -- the audit trail --------------------------------------------------------------
+
+
+def _record(conn: psycopg.Connection[Any], caller: Caller | None, action: str, target: str | None) -> None:
+    """Write one audit event inside the current transaction; ``caller`` None is the operator."""
+    actor: str | None
+    if caller is None:
+        actor, address, when = "cli", None, time.time()
+    else:
+        actor, address, when = caller.public_id or None, caller.address, caller.time
+    conn.execute(
+        "INSERT INTO audit_events (time, actor, action, target, address) VALUES (%s, %s, %s, %s, %s)",
+        (when, actor, action, target, address),
+    )
+
+
+@_retried
+def record_event(conn: psycopg.Connection[Any], caller: Caller | None, action: str, target: str | None) -> None:
+    """Write one audit event in a transaction of its own (a refused login; an operator's command)."""
+    with transaction(conn):
+        _record(conn, caller, action, target)
+
+
+def list_events(
+    conn: psycopg.Connection[Any],
+    limit: int = -1,
+    offset: int = 0,
+    *,
+    action: str | None = None,
+    actor: str | None = None,
+    target: str | None = None,
+    since: float | None = None,
+) -> list[dict[str, Any]]:
+    """Audit events, newest first, a page at a time, filtered by any of action, actor, target and time."""
+    if _has_nul(*(value for value in (action, actor, target) if value is not None)):
+        return []
+    where, values = event_filters(action, actor, target, since, "%s")
+    rows = conn.execute(
+        "SELECT id, time, actor, action, target, address FROM audit_events"
+        + where
+        + " ORDER BY id DESC LIMIT %s OFFSET %s",
+        (*values, _limit(limit), offset),
+    )
+    return [event_from_row(row) for row in rows]
 
 
 # -- login throttling ------------------------------------------------------------
@@ -765,7 +890,7 @@ def export_rows(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, tuple[Any,
             )
             for row in conn.execute(statement):
                 yield table, tuple(row)
-        for table in ("users", "todos"):
+        for table in NUMBERED:
             (used,) = _one(
                 conn.execute(
                     sql.SQL(
@@ -789,7 +914,7 @@ def import_rows(conn: psycopg.Connection[Any], rows: Iterable[tuple[str, tuple[A
     counts = dict.fromkeys(COPIED, 0)
     with transaction(conn):
         # Nobody writes to the tables while we check that they are empty and fill them.
-        conn.execute("LOCK TABLE users, todos, app_secrets, sessions IN EXCLUSIVE MODE")
+        conn.execute("LOCK TABLE users, todos, app_secrets, sessions, refresh_tokens, audit_events IN EXCLUSIVE MODE")
         (busy,) = _one(conn.execute("SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM todos)"))
         if busy:
             raise ValueError("the target database is not empty: it already holds accounts or to-dos")

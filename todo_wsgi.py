@@ -75,6 +75,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     pool_size: int = 4
     max_todos_per_account: int = 10000
+    refresh_ttl: int = 1_209_600
+    audit_retention_days: int = 365
     web_client: bool = True
 
     @classmethod
@@ -141,6 +143,8 @@ def create_app(
     cors_origins: str | Iterable[str] | None = None,
     pool_size: int | None = None,
     max_todos_per_account: int | None = None,
+    refresh_ttl: int | None = None,
+    audit_retention_days: int | None = None,
     web_client: bool | None = None,
     *,
     clock: Callable[[], float] = time.time,
@@ -164,6 +168,8 @@ def create_app(
         cors_origins=cors_origins,
         pool_size=pool_size,
         max_todos_per_account=max_todos_per_account,
+        refresh_ttl=refresh_ttl,
+        audit_retention_days=audit_retention_days,
         web_client=web_client,
     )
     return TodoApp(settings, clock, kdf)
@@ -321,13 +327,19 @@ def path_for_log(path: str) -> str:
     return quote(path, safe="/:@!$&'()*+,;=~", encoding="latin-1", errors="backslashreplace")
 
 
+def iso_utc(moment: float) -> str:
+    """A Unix time as ISO 8601 in UTC to the millisecond, ending Z."""
+    milliseconds = int(moment * 1000)
+    seconds, fraction = divmod(milliseconds, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:03d}Z"
+
+
 def access_line(environ: Environ, method: str, path: str, status: int, started: float, who: str) -> str:
     """The access-log line of one request: UTC time, client address, method,
     path (``path_for_log``), status, ms since ``started`` (a perf_counter
     reading) and the account's public id or "-"; never a token, a password,
     a body or the query."""
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    stamp = iso_utc(time.time())
     ms = (time.perf_counter() - started) * 1000
     address = path_for_log(environ.get("REMOTE_ADDR") or "-")
     return f"{stamp} {address} {method} {path_for_log(path)} {status} {ms:.1f}ms {who}"
@@ -373,6 +385,11 @@ class Request:
     def log_path(self) -> str:
         """The path as a log shows it (``path_for_log``)."""
         return path_for_log(self.path)
+
+    @property
+    def client(self) -> str | None:
+        """The client's address as the server gives it (REMOTE_ADDR), for the audit trail."""
+        return self.environ.get("REMOTE_ADDR") or None
 
     @property
     def address(self) -> str:
@@ -641,7 +658,7 @@ class TokenCache:
         return len(self._claims)
 
 
-def decode_token(app: TodoApp, token: str) -> dict[str, Any]:
+def decode_token(app: TodoApp, token: str, now: float) -> dict[str, Any]:
     """The token's claims if its signature and shape hold and it is live by the clock; else 401.
 
     Signature and shape are remembered per token string (TokenCache); the
@@ -652,7 +669,6 @@ def decode_token(app: TodoApp, token: str) -> dict[str, Any]:
     if claims is None:
         claims = verify_token(app, token)
         app.tokens.put(token, claims)
-    now = app.clock()
     if claims["iat"] > now + ALLOWED_SKEW:
         raise token_refused("malformed")
     if claims["exp"] <= now:
@@ -694,12 +710,13 @@ def authenticate(req: Request, read: Callable[..., Any] | None = None, *args: An
     token = read_token(req.environ)
     if token is None:
         raise HTTPError(401, "Token is missing!", [("WWW-Authenticate", "Bearer")])
-    claims = decode_token(req.app, token)
-    req.caller = store.Caller(claims["sid"], claims["public_id"])
+    now = req.app.clock()
+    claims = decode_token(req.app, token, now)
+    req.caller = store.Caller(claims["sid"], claims["public_id"], req.client, now)
     if read is None:
-        account, data = req.store.session_account(req.conn, *req.caller), None
+        account, data = req.store.session_account(req.conn, claims["sid"], claims["public_id"]), None
     else:
-        account, data = read(req.conn, *req.caller, *args)
+        account, data = read(req.conn, claims["sid"], claims["public_id"], *args)
     if account is None:
         raise token_refused("revoked")
     req.account = account
@@ -825,30 +842,74 @@ def login(req: Request) -> Result:
     name_key, address = name[:100], req.address
     with app.hasher.slot(LOGIN_HASH_WAIT, predict=True):  # busy: 503 at once, nothing counted
         issued = app.clock()  # before the hash is read: the token is never newer than what it saw
-        check_throttle(req, name_key, address, issued)
+        by_address = check_throttle(req, name_key, address, issued)
         account = req.store.get_login(req.conn, name)
         # An unknown name costs one hash too, so timing does not tell names apart.
         stored = account["password_hash"] if account else app.hasher.dummy_hash
         if not app.hasher.verify(password, stored) or account is None:
+            record_refusal(req, "login.failed", account["public_id"] if account else None, by_address, issued)
             raise could_not_verify()
         stronger = app.hasher.hash(password) if hash_iterations(stored) < app.settings.pbkdf2_iterations else None
-    session_id = secrets.token_urlsafe(16)
-    expires_at = issued + app.settings.token_ttl
+    caller = store.Caller(secrets.token_urlsafe(16), account["public_id"], req.client, issued)
+    refresh_token, ends = secrets.token_urlsafe(32), issued + app.settings.refresh_ttl
+    digest = refresh_digest(refresh_token)
     started = req.store.start_session(
-        req.conn, account["id"], stored, session_id, expires_at, stronger_hash=stronger, name=name_key, address=address
+        req.conn, account["id"], stored, caller, digest, ends, stronger_hash=stronger, name=name_key, address=address
     )
     if not started:  # the password changed while this login was hashing
         raise could_not_verify()
     req.account = account  # for the access log
-    token = issue_token(app, account["public_id"], session_id, issued)
-    return 200, {"token": token, "expires_in": app.settings.token_ttl}
+    req.store.prune(req.conn, issued, issued - app.settings.audit_retention_days * 86400)
+    return 200, session_answer(app, account, caller.session_id, refresh_token, issued, ends)
 
 
-def check_throttle(req: Request, name: str, address: str, now: float) -> None:
-    """Count a password attempt of ``name`` from ``address``; 429 once either is past its limit."""
+def session_answer(
+    app: TodoApp, account: dict[str, Any], session_id: str, refresh_token: str, now: float, ends: float
+) -> Body:
+    """A login's or a refresh's answer: an access token of the session and its next refresh token."""
+    return {
+        "token": issue_token(app, account["public_id"], session_id, now),
+        "expires_in": app.settings.token_ttl,
+        "refresh_token": refresh_token,
+        "refresh_expires_in": max(0, int(ends - now)),
+    }
+
+
+def refresh_digest(refresh_token: str) -> str:
+    """What the store keeps of a refresh token: its SHA-256, so a copy of the database holds none usable."""
+    return hashlib.sha256(refresh_token.encode()).hexdigest()
+
+
+def refresh(req: Request) -> Result:
+    """Spend a refresh token for a new access token and its successor (rotation, RFC 9700 4.14.2).
+
+    No access token needed. A spent token presented again ends its whole
+    session; every bad token answers the same 401.
+    """
+    data = req.json({"refresh_token": str})
+    now = req.app.clock()
+    successor = secrets.token_urlsafe(32)
+    found = None
+    if 0 < len(data["refresh_token"]) <= 200 and _encodable(data["refresh_token"]):
+        digests = refresh_digest(data["refresh_token"]), refresh_digest(successor)
+        found = req.store.refresh_session(req.conn, *digests, now, req.client)
+    if found is None:
+        raise token_refused("revoked")
+    account, session_id, ends = found
+    req.account = account
+    return 200, session_answer(req.app, account, session_id, successor, now, ends)
+
+
+def check_throttle(req: Request, name: str, address: str, now: float) -> int:
+    """Count a password attempt of ``name`` from ``address``; 429 once either is past its limit.
+
+    Return the address's count in the window, which bounds how many refused
+    logins from there the audit trail records (``record_refusal``).
+    """
     settings = req.app.settings
     window = settings.login_window
-    by_name, name_start, by_address, address_start = req.store.count_login_attempt(req.conn, name, address, now, window)
+    counts: tuple[int, float, int, float] = req.store.count_login_attempt(req.conn, name, address, now, window)
+    by_name, name_start, by_address, address_start = counts
     over = []
     if by_name > settings.login_max_failures:
         over.append(name_start)
@@ -857,14 +918,23 @@ def check_throttle(req: Request, name: str, address: str, now: float) -> None:
     if over:
         retry_after = max(1, math.ceil(max(over) + window - now))
         req.app.log.warning("login throttled: name %s from %s", path_for_log(name), path_for_log(address))
+        record_refusal(req, "login.throttled", None, by_address, now)
         raise HTTPError(429, "Too many failed logins; try again later", [("Retry-After", str(retry_after))])
+    return by_address
+
+
+def record_refusal(req: Request, action: str, target: str | None, by_address: int, now: float) -> None:
+    """Record a refused login in its own transaction: at most the address's budget plus one
+    per window, so one client cannot grow the audit trail without bound."""
+    if by_address <= req.app.settings.login_max_failures_per_address + 1:
+        # No one is signed in: an empty caller, so the event's actor is null.
+        req.store.record_event(req.conn, store.Caller("", "", req.client, now), action, target)
 
 
 def logout(req: Request) -> Result:
     """End this token's session: every token issued in it stops working."""
     authenticate(req)
-    assert req.caller is not None
-    req.store.end_session(req.conn, req.caller.session_id)
+    req.store.end_session(req.conn, req.caller)
     return 200, {"message": "Logged out!"}
 
 
@@ -986,10 +1056,12 @@ def change_my_password(req: Request) -> Result:
     _check(password_problem(data["new_password"], "new_password"))
     hasher, name, address = req.app.hasher, account["name"][:100], req.address
     with hasher.slot(SIGNED_IN_HASH_WAIT):
-        check_throttle(req, name, address, req.app.clock())
+        now = req.app.clock()
+        by_address = check_throttle(req, name, address, now)
         login_row = req.store.get_login(req.conn, account["name"])
         stored = login_row["password_hash"] if login_row else hasher.dummy_hash
         if not hasher.verify(data["old_password"], stored):
+            record_refusal(req, "login.failed", account["public_id"], by_address, now)
             raise HTTPError(403, "Wrong password!")
         new_hash = hasher.hash(data["new_password"])
     req.store.clear_login_failures(req.conn, name, address)
@@ -1065,6 +1137,17 @@ def delete_todo(req: Request, todo_id: int) -> Result:
     return 200, {"message": "Todo item deleted!"}
 
 
+def list_audit(req: Request) -> Result:
+    """The audit trail, newest first, a page at a time, filtered by action, actor and target."""
+    require_admin(req)
+    limit, offset, _ = page(req)
+    query = req.query()
+    filters: dict[str, str] = {name: query[name] for name in ("action", "actor", "target") if name in query}
+    events = req.store.list_events(req.conn, limit + 1, offset, **filters)
+    headers = next_link(req, limit, offset, filters) if len(events) > limit else []
+    return 200, {"events": [{**event, "time": iso_utc(event["time"])} for event in events[:limit]]}, headers
+
+
 # -- the browser client's files (todo_wsgi_web; API.md, "Browser client") -----------
 
 # Path -> file of the package todo_wsgi_web; relative URLs in the files, so any mount prefix works.
@@ -1123,6 +1206,7 @@ ROUTES: tuple[tuple[str, str, Callable[..., Result]], ...] = (
     ("GET", "/login", login),
     ("POST", "/login", login),
     ("POST", "/logout", logout),
+    ("POST", "/refresh", refresh),
     ("GET", "/me", get_me),
     ("PUT", "/me/password", change_my_password),
     ("GET", "/user", list_users),
@@ -1137,6 +1221,7 @@ ROUTES: tuple[tuple[str, str, Callable[..., Result]], ...] = (
     ("PUT", "/todo/<int:todo_id>", complete_todo),
     ("PATCH", "/todo/<int:todo_id>", patch_todo),
     ("DELETE", "/todo/<int:todo_id>", delete_todo),
+    ("GET", "/audit", list_audit),
 )
 
 

@@ -57,9 +57,8 @@ def seed(app: todo_wsgi.TodoApp) -> None:
         app.store.create_user(conn, None, str(uuid.uuid4()), "bob", bob_hash, False)
         for name, todos in TODOS.items():
             row = app.store.get_login(conn, name)
-            session_id = uuid.uuid4().hex
-            app.store.start_session(conn, row["id"], row["password_hash"], session_id, app.clock() + 3600)
-            owner = store.Caller(session_id, row["public_id"])
+            owner = store.Caller(uuid.uuid4().hex, row["public_id"], None, app.clock())
+            app.store.start_session(conn, row["id"], row["password_hash"], owner, uuid.uuid4().hex, app.clock() + 3600)
             for text, complete in todos:
                 todo = app.store.create_todo(conn, owner, text, app.settings.max_todos_per_account)
                 if complete:

@@ -182,9 +182,10 @@ def store_caller(app: todo_wsgi.TodoApp, name: str) -> Any:
 
     with app.db.connection() as conn:
         row = app.store.get_login(conn, name)
-        session_id = uuid.uuid4().hex
-        assert app.store.start_session(conn, row["id"], row["password_hash"], session_id, app.clock() + 86400)
-    return store.Caller(session_id, row["public_id"])
+        caller = store.Caller(uuid.uuid4().hex, row["public_id"], None, app.clock())
+        refresh_hash = uuid.uuid4().hex
+        assert app.store.start_session(conn, row["id"], row["password_hash"], caller, refresh_hash, app.clock() + 86400)
+    return caller
 
 
 def basic(name: str, password: str) -> dict[str, str]:

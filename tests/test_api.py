@@ -77,14 +77,14 @@ def pbkdf2_calls(app, monkeypatch):
 
 def test_login_get_with_basic_answers_token_and_expires_in(client, admin):
     response = client.get("/login", headers=basic("admin", ADMIN_PASSWORD), status=200)
-    assert set(response.json) == {"token", "expires_in"}
+    assert set(response.json) == {"token", "expires_in", "refresh_token", "refresh_expires_in"}
     assert response.json["expires_in"] == 1800
     assert isinstance(response.json["token"], str)
 
 
 def test_login_post_with_basic_answers_token_and_expires_in(client, admin):
     response = client.post("/login", headers=basic("admin", ADMIN_PASSWORD), status=200)
-    assert set(response.json) == {"token", "expires_in"}
+    assert set(response.json) == {"token", "expires_in", "refresh_token", "refresh_expires_in"}
     assert response.json["expires_in"] == 1800
 
 
@@ -276,7 +276,13 @@ def test_account_routes_without_token_answer_401(client, admin, method, path, bo
 
 # Every route but logging in, /healthz, /openapi.json and the browser client's files needs a
 # token (API.md, "Authentication").
-OPEN_ROUTES = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"), ("GET", "/openapi.json")} | {
+OPEN_ROUTES = {
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/refresh"),
+    ("GET", "/healthz"),
+    ("GET", "/openapi.json"),
+} | {
     (method, pattern)
     for method, pattern, handler in todo_wsgi.ROUTES
     if handler in (todo_wsgi.web_file, todo_wsgi.web_redirect)

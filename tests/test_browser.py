@@ -46,7 +46,6 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.sqlite_only
 
-NEEDS_REFRESH = pytest.mark.xfail(reason="needs /refresh (merged by lead)", strict=False)
 NEEDS_ETAG = pytest.mark.xfail(reason="needs ETag and If-Match (merged by lead)", strict=False)
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -331,7 +330,6 @@ def test_sign_out_returns_to_the_sign_in_form_and_ends_the_token(browser, site):
     assert severe_console_lines(browser) == []
 
 
-@NEEDS_REFRESH
 def test_sign_out_spends_the_refresh_token(browser, site):
     sign_in(browser, site)
     spent = refresh_token(browser)
@@ -341,7 +339,6 @@ def test_sign_out_spends_the_refresh_token(browser, site):
     assert site.request("POST", "/refresh", {"refresh_token": spent})[0] == 401
 
 
-@NEEDS_REFRESH
 def test_a_reload_keeps_the_session_through_the_refresh_token(browser, site):
     site.add_todos(site.alice, "buy milk")
     sign_in(browser, site)
@@ -352,7 +349,6 @@ def test_a_reload_keeps_the_session_through_the_refresh_token(browser, site):
     assert severe_console_lines(browser) == []
 
 
-@NEEDS_REFRESH
 def test_several_401s_at_once_share_one_refresh(browser, site):
     sign_in(browser, site)
     browser.execute_script("state.access = 'expired'")

@@ -69,7 +69,7 @@ def everything(app: todo_wsgi.TodoApp) -> dict[str, list[Any]]:
     with app.db.connection() as conn:
         return {
             table: sorted(map(tuple, conn.execute(f"SELECT * FROM {table}").fetchall()), key=repr)
-            for table in ("users", "todos", "sessions", "app_secrets")
+            for table in ("users", "todos", "sessions", "refresh_tokens", "app_secrets", "audit_events")
         }
 
 
@@ -199,7 +199,7 @@ def test_a_todo_write_after_its_session_ended_mid_request_writes_nothing(app, cl
     real_update_todo = app.store.update_todo
 
     def logout_first(conn, caller, todo_id, **change):
-        app.store.end_session(conn, caller.session_id)  # the race, forced
+        app.store.end_session(conn, caller)  # the race, forced
         return real_update_todo(conn, caller, todo_id, **change)
 
     monkeypatch.setattr(app.store, "update_todo", logout_first)

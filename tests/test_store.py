@@ -41,19 +41,23 @@ def new_user(s, conn, name, admin=False):
     """Create an account and return it with its internal id and a live session (its Caller)."""
     s.create_user(conn, None, str(uuid.uuid4()), name, HASH, admin)
     account = s.get_user_by_name(conn, name)
-    session_id = uuid.uuid4().hex
-    assert s.start_session(conn, account["id"], HASH, session_id, 2e9)
-    return {**account, "caller": store.Caller(session_id, account["public_id"])}
+    caller = store.Caller(uuid.uuid4().hex, account["public_id"], "10.0.0.9", 1e9)
+    assert s.start_session(conn, account["id"], HASH, caller, uuid.uuid4().hex, 2e9)
+    return {**account, "caller": caller}
+
+
+def another_session(account, session_id):
+    return store.Caller(session_id, account["public_id"], "10.0.0.9", 1e9)
 
 
 def todos_of(s, conn, account, **page):
     """The account's to-dos as the list route reads them."""
-    return s.session_account_with_todos(conn, *account["caller"], **page)[1]
+    return s.session_account_with_todos(conn, *account["caller"][:2], **page)[1]
 
 
 def todo_of(s, conn, account, todo_id):
     """The account's to-do ``todo_id`` as the get route reads it."""
-    return s.session_account_with_todo(conn, *account["caller"], todo_id)[1]
+    return s.session_account_with_todo(conn, *account["caller"][:2], todo_id)[1]
 
 
 def count(conn, table):
@@ -62,7 +66,7 @@ def count(conn, table):
 
 def everything(conn):
     """Every row a refused write must leave as it was."""
-    tables = ("users", "todos", "sessions", "app_secrets")
+    tables = ("users", "todos", "sessions", "refresh_tokens", "app_secrets", "audit_events")
     return {t: sorted(map(tuple, conn.execute(f"SELECT * FROM {t}").fetchall()), key=repr) for t in tables}
 
 
@@ -188,8 +192,8 @@ def test_a_write_whose_session_ended_raises_session_ended_and_writes_nothing(s, 
     root = new_user(s, conn, "root", admin=True)
     alice = new_user(s, conn, "alice")
     todo = s.create_todo(conn, alice["caller"], "mine", 10)
-    s.end_session(conn, root["caller"].session_id)
-    s.end_session(conn, alice["caller"].session_id)
+    s.end_session(conn, root["caller"])
+    s.end_session(conn, alice["caller"])
     before = everything(conn)
     for write in (
         lambda: s.create_user(conn, root["caller"], str(uuid.uuid4()), "mallory", HASH, False),
@@ -241,29 +245,35 @@ def test_a_new_password_ends_every_session_of_the_account_and_no_other(s, conn):
     alice = new_user(s, conn, "alice")
     bob = new_user(s, conn, "bob")
     s.update_user(conn, None, alice["public_id"], password_hash="new")
-    assert s.session_account(conn, *alice["caller"]) is None
-    assert s.session_account(conn, *bob["caller"])["name"] == "bob"
+    assert s.session_account(conn, *alice["caller"][:2]) is None
+    assert s.session_account(conn, *bob["caller"][:2])["name"] == "bob"
 
 
 def test_a_session_starts_only_while_the_hash_is_the_one_verified(s, conn):
     alice = new_user(s, conn, "alice")
     s.update_user(conn, None, alice["public_id"], password_hash="changed meanwhile")
     before = everything(conn)
-    assert s.start_session(conn, alice["id"], HASH, "late", 2e9, stronger_hash="stronger") is False
+    assert (
+        s.start_session(conn, alice["id"], HASH, another_session(alice, "late"), "r1", 2e9, stronger_hash="stronger")
+        is False
+    )
     assert everything(conn) == before
 
 
 def test_a_session_start_stores_the_stronger_hash_of_the_verified_password(s, conn):
     alice = new_user(s, conn, "alice")
-    assert s.start_session(conn, alice["id"], HASH, "next", 2e9, stronger_hash="stronger") is True
+    assert (
+        s.start_session(conn, alice["id"], HASH, another_session(alice, "next"), "r2", 2e9, stronger_hash="stronger")
+        is True
+    )
     assert s.get_login(conn, "alice")["password_hash"] == "stronger"
 
 
 def test_ending_a_session_ends_only_it(s, conn):
     alice = new_user(s, conn, "alice")
-    assert s.start_session(conn, alice["id"], HASH, "second", 2e9)
-    assert s.end_session(conn, alice["caller"].session_id) is True
-    assert s.end_session(conn, alice["caller"].session_id) is False
+    assert s.start_session(conn, alice["id"], HASH, another_session(alice, "second"), "r3", 2e9)
+    assert s.end_session(conn, alice["caller"]) is True
+    assert s.end_session(conn, alice["caller"]) is False
     assert s.session_account(conn, "second", alice["public_id"])["name"] == "alice"
 
 
@@ -292,7 +302,9 @@ def test_a_right_password_clears_the_names_count_and_gives_back_one_address_atte
     alice = new_user(s, conn, "alice")
     for name in ("x", "y", "alice"):
         s.count_login_attempt(conn, name, "10.0.0.1", 100.0, 900)
-    assert s.start_session(conn, alice["id"], HASH, "s2", 2e9, name="alice", address="10.0.0.1")
+    assert s.start_session(
+        conn, alice["id"], HASH, another_session(alice, "s2"), "r4", 2e9, name="alice", address="10.0.0.1"
+    )
     assert s.count_login_attempt(conn, "alice", "10.0.0.1", 101.0, 900)[::2] == (1, 3)
 
 
@@ -391,8 +403,8 @@ def test_the_session_check_and_the_routes_data_are_one_statement(s, conn, route)
     alice = new_user(s, conn, "alice")
     created = [s.create_todo(conn, alice["caller"], f"todo {n}", 10) for n in range(3)]
     reads = {
-        "list": (lambda: s.session_account_with_todos(conn, *alice["caller"]), created),
-        "get": (lambda: s.session_account_with_todo(conn, *alice["caller"], created[1]["id"]), created[1]),
+        "list": (lambda: s.session_account_with_todos(conn, *alice["caller"][:2]), created),
+        "get": (lambda: s.session_account_with_todo(conn, *alice["caller"][:2], created[1]["id"]), created[1]),
     }
     read, expected = reads[route]
     seen = []
@@ -402,7 +414,7 @@ def test_the_session_check_and_the_routes_data_are_one_statement(s, conn, route)
     finally:
         conn.set_trace_callback(None)
     assert len(seen) == 1
-    assert found == s.session_account(conn, *alice["caller"])
+    assert found == s.session_account(conn, *alice["caller"][:2])
     assert data == expected
 
 
