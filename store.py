@@ -84,6 +84,7 @@ class Caller(NamedTuple):
 # locked, full, I/O error, cannot open, read-only. Anything else (no such
 # column, a syntax error, a constraint this code did not expect) is a bug.
 _TRANSIENT = frozenset({5, 6, 13, 10, 14, 8})
+SQLITE_READONLY = 8
 
 
 def unavailable(error: BaseException) -> bool:
@@ -235,25 +236,29 @@ class Database:
         self.path = path
         self.url = path
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[Connection] = []
         self._lock = threading.Lock()
         create_private(path)
         with self.connection() as conn:
             require_json(conn)
             migrate(conn)
 
-    def connection(self) -> contextlib.nullcontext[sqlite3.Connection]:
+    def connection(self) -> contextlib.nullcontext[Connection]:
         """This thread's connection, opened on first use, as a context manager.
 
         Nothing is given back on leaving it: the connection stays with its
-        thread. A nullcontext, not a generator: it runs on every request and
-        costs a third as much.
+        thread, unless a write found it read-only (``Connection.reopen``): then
+        a new one replaces it. A nullcontext, not a generator: it runs on every
+        request and costs a third as much.
         """
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path)
+        if conn is None or conn.reopen:
+            stale, conn = conn, connect(self.path)
             self._local.conn = conn
             with self._lock:
+                if stale is not None:
+                    self._all.remove(stale)
+                    stale.close()
                 self._all.append(conn)
         return contextlib.nullcontext(conn)
 
@@ -285,11 +290,26 @@ def create_private(path: str) -> None:
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
-def connect(path: str) -> sqlite3.Connection:
+class Connection(sqlite3.Connection):
+    """A connection its Database replaces on the thread's next request once ``reopen`` is set.
+
+    A file SQLite cannot open for writing (its mode, its directory) is opened
+    read-only, silently, and stays so for the connection's life: without a new
+    connection, the thread would answer 503 to every write long after the
+    file is writable again. ``transaction()`` sets ``reopen`` when a write
+    meets SQLITE_READONLY (which also covers a database file moved away).
+    """
+
+    reopen = False
+
+
+def connect(path: str) -> Connection:
     """Open a connection with every PRAGMA this service relies on."""
     # isolation_level=None: the sqlite3 module opens no implicit transactions;
     # every write below is inside an explicit transaction().
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000, factory=Connection
+    )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
@@ -325,9 +345,11 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
         conn.execute("COMMIT")
-    except BaseException:
+    except BaseException as error:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        if isinstance(conn, Connection) and getattr(error, "sqlite_errorcode", 0) & 0xFF == SQLITE_READONLY:
+            conn.reopen = True
         raise
 
 
