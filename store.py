@@ -169,13 +169,14 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # names its session, and logging out, a password change or deleting the
     # account deletes sessions. Tokens issued before this step stop working.
     # Names become unique by their NFKC case fold. Failed logins are also
-    # counted per client address, across names.
+    # counted per client address, across names. Sessions are read by id on every
+    # request: WITHOUT ROWID makes that one B-tree search, not two.
     """
     CREATE TABLE sessions (
         id TEXT PRIMARY KEY,
         user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
         expires_at REAL NOT NULL
-    );
+    ) WITHOUT ROWID;
     CREATE INDEX sessions_user ON sessions (user_id);
     CREATE INDEX sessions_expiry ON sessions (expires_at);
     DROP TABLE revoked_tokens;

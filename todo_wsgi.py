@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import sys
 import threading
@@ -216,9 +217,13 @@ class TodoApp:
             )
         self.router = Router(ROUTES)
         # Parsed once to fail at start on a broken file, then served as these bytes.
-        self.openapi_document = json_bytes(json.loads(OPENAPI_PATH.read_text(encoding="utf-8")))
+        # One encoder for the app's life (json.dumps with separators makes a new one per
+        # call); no circular-reference check: a body is a tree of dicts and lists made for it.
+        self.encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+        self.openapi_document = self.encode(json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))).encode("ascii")
         self.web_files = load_web_files() if settings.web_client else {}
         self.tokens = TokenCache(TOKEN_CACHE_SIZE)
+        self.stamps = Stamps()
         self.hasher = Hasher(settings.pbkdf2_iterations, HASH_SLOTS, kdf)
         self.cors_origins = frozenset(settings.cors_origins)
 
@@ -271,15 +276,21 @@ class TodoApp:
         elif status == 304:  # RFC 9110 15.4.5: no content, and no Content-Length but the 200's
             payload, response_headers = b"", headers
         else:
-            payload = json_bytes(body)
+            # Bytes come encoded, with their own type (the browser client's files, the
+            # OpenAPI document); every other body is a dict to encode as JSON (ASCII only,
+            # so any text survives any proxy).
+            payload = body if isinstance(body, bytes) else self.encode(body).encode("ascii")
             response_headers = [("Content-Length", str(len(payload))), *headers]
-            # Bytes may come with their own type (the browser client's files); all else is JSON.
-            if not any(name.lower() == "content-type" for name, _ in headers):
+            if not any(name == "Content-Type" for name, _ in headers):
                 response_headers.insert(0, ("Content-Type", "application/json"))
         start_response(STATUS_LINES[status], response_headers)
-        if self.access_log.isEnabledFor(logging.INFO):
+        log = self.access_log
+        if log.isEnabledFor(logging.INFO):
             who = req.account["public_id"] if req.account else "-"
-            self.access_log.info("%s", access_line(environ, req.method, req.path, status, started, who))
+            line = access_line(environ, req.method, req.path, status, started, who, self.stamps.now())
+            # What log.info does, less its walk up the stack to find the caller:
+            # the caller is always this line.
+            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s", (line,), None))
         # RFC 9110 9.3.2: HEAD answers as GET, headers included, without content.
         return [] if req.method == "HEAD" else [payload]
 
@@ -321,35 +332,53 @@ REFUSALS = MappingProxyType(
 STATUS_LINES = MappingProxyType({status.value: f"{status.value} {status.phrase}" for status in HTTPStatus})
 
 
+# What quote() leaves as it is under path_for_log's safe set: most paths are only this.
+_LOG_SAFE = re.compile(r"[A-Za-z0-9_.~/:@!$&'()*+,;=-]*")
+
+
 def path_for_log(path: str) -> str:
     """A request path as a log shows it: re-percent-encoded (RFC 3986 2.1), so
     a decoded newline or space cannot forge a second line; never the query."""
+    if _LOG_SAFE.fullmatch(path):  # quote() would give it back unchanged
+        return path
     return quote(path, safe="/:@!$&'()*+,;=~", encoding="latin-1", errors="backslashreplace")
 
 
 def iso_utc(moment: float) -> str:
     """A Unix time as ISO 8601 in UTC to the millisecond, ending Z."""
-    milliseconds = int(moment * 1000)
-    seconds, fraction = divmod(milliseconds, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:03d}Z"
+    seconds, milliseconds = divmod(int(moment * 1000), 1000)
+    return f"{utc_second(seconds)}.{milliseconds:03d}Z"
 
 
-def access_line(environ: Environ, method: str, path: str, status: int, started: float, who: str) -> str:
-    """The access-log line of one request: UTC time, client address, method,
-    path (``path_for_log``), status, ms since ``started`` (a perf_counter
+def utc_second(seconds: int) -> str:
+    """A whole Unix second as ISO 8601 in UTC, without zone."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+class Stamps:
+    """The access lines' UTC times: a second's text is made once, not per line
+    (formatting a time costs more than the rest of the line)."""
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")
+
+    def now(self) -> str:
+        """The current time as ISO 8601 in UTC to the millisecond, ending Z."""
+        seconds, milliseconds = divmod(int(time.time() * 1000), 1000)
+        second = self._second  # one read: another thread may replace it meanwhile
+        if second[0] != seconds:
+            second = self._second = (seconds, utc_second(seconds))
+        return f"{second[1]}.{milliseconds:03d}Z"
+
+
+def access_line(environ: Environ, method: str, path: str, status: int, started: float, who: str, stamp: str) -> str:
+    """The access-log line of one request: UTC time (``stamp``), client address,
+    method, path (``path_for_log``), status, ms since ``started`` (a perf_counter
     reading) and the account's public id or "-"; never a token, a password,
     a body or the query."""
-    stamp = iso_utc(time.time())
     ms = (time.perf_counter() - started) * 1000
     address = path_for_log(environ.get("REMOTE_ADDR") or "-")
     return f"{stamp} {address} {method} {path_for_log(path)} {status} {ms:.1f}ms {who}"
-
-
-def json_bytes(body: Any) -> bytes:
-    """Encode a response body; ASCII-only JSON, so any text survives any proxy."""
-    if isinstance(body, bytes):
-        return body
-    return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
 def cors_headers(origin: str) -> list[tuple[str, str]]:

@@ -65,6 +65,7 @@ def make_floor(
         )
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     log = logging.getLogger("todo_wsgi.access") if access_log else None
+    stamps = todo_wsgi.Stamps()
 
     def floor(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -77,7 +78,10 @@ def make_floor(
         assert found is not None, "the floor's account is missing"
         start_response("200 OK", headers)
         if log is not None:
-            log.info("%s", todo_wsgi.access_line(environ, environ["REQUEST_METHOD"], path, 200, started, public_id))
+            stamp = stamps.now()
+            log.info(
+                "%s", todo_wsgi.access_line(environ, environ["REQUEST_METHOD"], path, 200, started, public_id, stamp)
+            )
         return [body]
 
     return floor

@@ -40,7 +40,7 @@ CATEGORIES: list[tuple[str, Callable[[tuple[str, int, str]], bool]]] = [
     ("account+data", lambda f: f[0].endswith("store.py") and f[2].startswith("token_account_with")),
     ("account check", lambda f: f[0].endswith("store.py") and f[2] == "get_token_account"),
     ("store", lambda f: f[0].endswith("store.py")),
-    ("json encode", lambda f: f[2] == "json_bytes"),
+    ("json encode", lambda f: f[2] in ("encode", "iterencode")),
     ("body parse", lambda f: f[2] == "parse_json"),
     ("password hash", lambda f: f[2] in ("hash", "verify", "_run")),
     (
