@@ -65,8 +65,28 @@ class TooManyTodos(Refused):
     """The account already holds its maximum of to-dos."""
 
 
+class KeyInProgress(Refused):
+    """The Idempotency-Key's first request has not finished."""
+
+
 class PasswordChanged(Refused):
     """The password hash is no longer the one that was verified."""
+
+
+class Once(NamedTuple):
+    """An Idempotency-Key's use by a create: the key, a fingerprint of the request (its
+    method, path and body), the time, keys older than ``expired_before`` forgotten, and
+    how to put the create's answer in words kept for replays (``answer(created)``)."""
+
+    key: str
+    fingerprint: str
+    now: float
+    expired_before: float
+    answer: Callable[[dict[str, Any]], str]
+
+
+class KeyReused(Refused):
+    """The Idempotency-Key was first used with another request."""
 
 
 class Caller(NamedTuple):
@@ -212,6 +232,20 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     CREATE INDEX audit_events_action ON audit_events (action, id);
     CREATE INDEX audit_events_actor ON audit_events (actor, id);
     CREATE INDEX audit_events_target ON audit_events (target, id)
+    """,
+    # An account's version (its ETag) changes with its password, which it does not
+    # show; the first answer of each Idempotency-Key, kept a day.
+    """
+    ALTER TABLE users ADD COLUMN password_changes INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE idempotency_keys (
+        owner TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        answer TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (owner, key)
+    );
+    CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at)
     """,
 ]
 
@@ -430,8 +464,8 @@ def replace_secret(conn: sqlite3.Connection, name: str, value: str) -> None:
 
 # -- accounts -------------------------------------------------------------------
 
-# An account as the stores hand it out: (id, public_id, name, admin) of users u.
-ACCOUNT_COLUMNS = "u.id, u.public_id, u.name, u.admin"
+# An account as the stores hand it out: (id, public_id, name, admin, password_changes) of users u.
+ACCOUNT_COLUMNS = "u.id, u.public_id, u.name, u.admin, u.password_changes"
 SELECT_ACCOUNT = "SELECT " + ACCOUNT_COLUMNS + " FROM users u"
 
 
@@ -439,7 +473,14 @@ def account_from_row(row: Any) -> dict[str, Any] | None:
     """A row starting with the SELECT_ACCOUNT columns as a dict, or None for no row."""
     if row is None:
         return None
-    return {"id": row[0], "public_id": row[1], "name": row[2], "admin": bool(row[3])}
+    return {"id": row[0], "public_id": row[1], "name": row[2], "admin": bool(row[3]), "password_changes": row[4]}
+
+
+def present_account(row: Any) -> dict[str, Any]:
+    """account_from_row of a row known to be there."""
+    account = account_from_row(row)
+    assert account is not None
+    return account
 
 
 def todo_from_row(row: Any) -> dict[str, Any] | None:
@@ -467,7 +508,7 @@ def get_login(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
         " WHERE u.name IN (?, ?) ORDER BY u.name = ? DESC LIMIT 1",
         (name, unicodedata.normalize("NFC", name), name),
     ).fetchone()
-    return None if row is None else {**account_from_row(row), "password_hash": row[4]}  # type: ignore[dict-item]
+    return None if row is None else {**account_from_row(row), "password_hash": row[5]}  # type: ignore[dict-item]
 
 
 def list_users(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
@@ -487,22 +528,35 @@ def get_user_by_name(conn: sqlite3.Connection, name: str) -> dict[str, Any] | No
 
 
 def create_user(
-    conn: sqlite3.Connection, caller: Caller | None, public_id: str, name: str, password_hash: str, admin: bool
-) -> dict[str, Any]:
+    conn: sqlite3.Connection,
+    caller: Caller | None,
+    public_id: str,
+    name: str,
+    password_hash: str,
+    admin: bool,
+    once: Once | None = None,
+) -> dict[str, Any] | str:
     """Insert an account for an admin ``caller`` (None: the operator) and return it.
 
     Raise NameTaken if the name's key is in use, SessionEnded or NotAdmin if
-    the caller can no longer do this; nothing is written then.
+    the caller can no longer do this; nothing is written then. ``once`` as
+    for create_todo.
     """
     with transaction(conn):
         _check_caller(conn, caller, admin=True)
+        kept = _claim(conn, caller.public_id, once) if caller is not None and once is not None else None
+        if kept is not None:
+            return kept
         _check_name_free(conn, name)
         conn.execute(
             "INSERT INTO users (public_id, name, name_key, password_hash, admin) VALUES (?, ?, ?, ?, ?)",
             (public_id, name, name_key(name), password_hash, admin),
         )
         _record(conn, caller, "account.created", public_id)
-    return {"public_id": public_id, "name": name, "admin": admin}
+        account = {"public_id": public_id, "name": name, "admin": admin, "password_changes": 0}
+        if caller is not None and once is not None:
+            _keep(conn, caller.public_id, once, account)
+    return account
 
 
 def update_user(
@@ -514,6 +568,7 @@ def update_user(
     password_hash: str | None = None,
     admin: bool | None = None,
     verified_hash: str | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any] | None:
     """Change any of name, password hash and admin flag, in one transaction.
 
@@ -522,7 +577,9 @@ def update_user(
     ends every session of the account; with ``verified_hash``, only if the hash
     is still that one (else PasswordChanged). Return the account as it now
     stands, or None if there is none; raise NameTaken, LastAdmin, SessionEnded
-    or NotAdmin and change nothing.
+    or NotAdmin and change nothing. ``check(account)``, given, is called with
+    the account as it stands before the change: whatever it raises refuses the
+    change (a precondition, decided inside the transaction).
     """
     own = caller is not None and caller.public_id == public_id
     with transaction(conn):
@@ -532,6 +589,8 @@ def update_user(
         ).fetchone()
         if row is None:
             return None
+        if check is not None:
+            check(present_account(conn.execute(SELECT_ACCOUNT + " WHERE u.id = ?", (row[0],)).fetchone()))
         if verified_hash is not None and row[2] != verified_hash:
             raise PasswordChanged(public_id)
         if admin is False and row[1] and _admin_count(conn) <= 1:
@@ -541,7 +600,10 @@ def update_user(
             conn.execute("UPDATE users SET name = ?, name_key = ? WHERE id = ?", (name, name_key(name), row[0]))
             _record(conn, caller, "account.renamed", public_id)
         if password_hash is not None:
-            conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, row[0]))
+            conn.execute(
+                "UPDATE users SET password_hash = ?, password_changes = password_changes + 1 WHERE id = ?",
+                (password_hash, row[0]),
+            )
             conn.execute("DELETE FROM sessions WHERE user_id = ?", (row[0],))
             _record(conn, caller, "account.password_changed" if own else "account.password_reset", public_id)
         if admin is not None and admin != bool(row[1]):
@@ -550,16 +612,24 @@ def update_user(
         return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE u.id = ?", (row[0],)).fetchone())
 
 
-def delete_user(conn: sqlite3.Connection, caller: Caller | None, public_id: str) -> bool:
+def delete_user(
+    conn: sqlite3.Connection,
+    caller: Caller | None,
+    public_id: str,
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> bool:
     """Delete an account, its to-dos and its sessions; False if there was none.
 
-    Raise LastAdmin, SessionEnded or NotAdmin, deleting nothing at all.
+    Raise LastAdmin, SessionEnded or NotAdmin, or what ``check(account)``
+    raises (as update_user), deleting nothing at all.
     """
     with transaction(conn):
         _check_caller(conn, caller, admin=True)
         row = conn.execute("SELECT id, admin FROM users WHERE public_id = ?", (public_id,)).fetchone()
         if row is None:
             return False
+        if check is not None:
+            check(present_account(conn.execute(SELECT_ACCOUNT + " WHERE u.id = ?", (row[0],)).fetchone()))
         if row[1] and _admin_count(conn) <= 1:
             raise LastAdmin(public_id)
         # The to-dos and sessions go by cascade, inside this transaction; its events stay.
@@ -741,6 +811,42 @@ def event_from_row(row: Any) -> dict[str, Any]:
     return {"id": row[0], "time": row[1], "actor": row[2], "action": row[3], "target": row[4], "address": row[5]}
 
 
+# -- idempotency keys ---------------------------------------------------------------
+
+
+def _claim(conn: sqlite3.Connection, owner: str, once: Once) -> str | None:
+    """Inside a create's transaction: claim ``once.key`` for ``owner`` and return None, or
+    return the kept answer of the key's first use (its request was the same one).
+
+    Raise KeyReused for another request under the key, KeyInProgress while its first
+    use has not finished. A claim conflicting with one not yet committed waits for it
+    (the unique key), so concurrent retries are answered in turn. Keys past their day
+    are forgotten here, so no separate job prunes them.
+    """
+    conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (once.expired_before,))
+    claimed = conn.execute(
+        "INSERT INTO idempotency_keys (owner, key, fingerprint, created_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (owner, key) DO NOTHING",
+        (owner, once.key, once.fingerprint, once.now),
+    ).rowcount
+    if claimed:
+        return None
+    fingerprint, answer = conn.execute(
+        "SELECT fingerprint, answer FROM idempotency_keys WHERE owner = ? AND key = ?", (owner, once.key)
+    ).fetchone()
+    if fingerprint != once.fingerprint:
+        raise KeyReused(once.key)
+    if answer is None:
+        raise KeyInProgress(once.key)
+    return str(answer)
+
+
+def _keep(conn: sqlite3.Connection, owner: str, once: Once, created: dict[str, Any]) -> None:
+    """Keep the answer of a key's first use, in the create's transaction."""
+    answer = once.answer(created)
+    conn.execute("UPDATE idempotency_keys SET answer = ? WHERE owner = ? AND key = ?", (answer, owner, once.key))
+
+
 # -- login throttling ------------------------------------------------------------
 
 
@@ -818,7 +924,7 @@ def session_account_with_todos(
     if row is None:
         return None, []
     # SQLite (before 3.44) promises no order for an aggregate's input: sort here.
-    todos = sorted(json.loads(row[4]))
+    todos = sorted(json.loads(row[5]))
     return account_from_row(row), [{"id": i, "text": t, "complete": bool(c)} for i, t, c in todos]
 
 
@@ -834,24 +940,33 @@ def session_account_with_todo(
     ).fetchone()
     if row is None:
         return None, None
-    return account_from_row(row), None if row[4] is None else todo_from_row(row[4:])
+    return account_from_row(row), None if row[5] is None else todo_from_row(row[5:])
 
 
-def create_todo(conn: sqlite3.Connection, caller: Caller, text: str, max_todos: int) -> dict[str, Any]:
+def create_todo(
+    conn: sqlite3.Connection, caller: Caller, text: str, max_todos: int, once: Once | None = None
+) -> dict[str, Any] | str:
     """Insert a to-do for the caller's account and return it.
 
     Raise TooManyTodos if it holds ``max_todos`` already, SessionEnded if the
-    session ended meanwhile.
+    session ended meanwhile. With ``once`` (an Idempotency-Key), a retry of
+    the same request creates nothing and returns the first answer as kept.
     """
     with transaction(conn):
         owner_id = _check_caller(conn, caller, admin=False)
+        kept = _claim(conn, caller.public_id, once) if once is not None else None
+        if kept is not None:
+            return kept
         (count,) = conn.execute("SELECT count(*) FROM todos WHERE owner_id = ?", (owner_id,)).fetchone()
         if count >= max_todos:
             raise TooManyTodos(caller.public_id)
         (todo_id,) = conn.execute(
             "INSERT INTO todos (owner_id, text) VALUES (?, ?) RETURNING id", (owner_id, text)
         ).fetchone()
-    return {"id": todo_id, "text": text, "complete": False}
+        todo = {"id": todo_id, "text": text, "complete": False}
+        if once is not None:
+            _keep(conn, caller.public_id, once, todo)
+    return todo
 
 
 def update_todo(
@@ -861,25 +976,50 @@ def update_todo(
     *,
     text: str | None = None,
     complete: bool | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any] | None:
-    """Change the text and/or completion of the caller's to-do; None if it has none such."""
+    """Change the text and/or completion of the caller's to-do; None if it has none such.
+
+    ``check(todo)``, given, is called with the to-do as it stands: whatever it
+    raises refuses the change (a precondition, decided inside the transaction).
+    """
     with transaction(conn):
         owner_id = _check_caller(conn, caller, admin=False)
+        found = todo_id if todo_id <= MAX_ID else None
+        if check is not None:
+            current = todo_from_row(
+                conn.execute(
+                    "SELECT id, text, complete FROM todos WHERE id = ? AND owner_id = ?", (found, owner_id)
+                ).fetchone()
+            )
+            if current is None:
+                return None
+            check(current)
         row = conn.execute(
             "UPDATE todos SET text = coalesce(?, text), complete = coalesce(?, complete)"
             " WHERE id = ? AND owner_id = ? RETURNING id, text, complete",
-            (text, complete, todo_id if todo_id <= MAX_ID else None, owner_id),
+            (text, complete, found, owner_id),
         ).fetchone()
     return todo_from_row(row)
 
 
-def delete_todo(conn: sqlite3.Connection, caller: Caller, todo_id: int) -> bool:
-    """Delete the caller's to-do; False if it has none such."""
+def delete_todo(
+    conn: sqlite3.Connection, caller: Caller, todo_id: int, check: Callable[[dict[str, Any]], None] | None = None
+) -> bool:
+    """Delete the caller's to-do; False if it has none such. ``check`` as for update_todo."""
     with transaction(conn):
         owner_id = _check_caller(conn, caller, admin=False)
-        deleted = conn.execute(
-            "DELETE FROM todos WHERE id = ? AND owner_id = ?", (todo_id if todo_id <= MAX_ID else None, owner_id)
-        ).rowcount
+        found = todo_id if todo_id <= MAX_ID else None
+        if check is not None:
+            current = todo_from_row(
+                conn.execute(
+                    "SELECT id, text, complete FROM todos WHERE id = ? AND owner_id = ?", (found, owner_id)
+                ).fetchone()
+            )
+            if current is None:
+                return False
+            check(current)
+        deleted = conn.execute("DELETE FROM todos WHERE id = ? AND owner_id = ?", (found, owner_id)).rowcount
     return deleted > 0
 
 

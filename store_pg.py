@@ -42,9 +42,12 @@ from store import (
     NUMBERED,
     SELECT_ACCOUNT,
     Caller,
+    KeyInProgress,
+    KeyReused,
     LastAdmin,
     NameTaken,
     NotAdmin,
+    Once,
     PasswordChanged,
     Refused,
     SessionEnded,
@@ -54,15 +57,19 @@ from store import (
     event_from_row,
     name_key,
     name_keys,
+    present_account,
     todo_from_row,
 )
 
 __all__ = [
     "MAX_ID",
     "Caller",
+    "KeyInProgress",
+    "KeyReused",
     "LastAdmin",
     "NameTaken",
     "NotAdmin",
+    "Once",
     "PasswordChanged",
     "Refused",
     "SessionEnded",
@@ -174,6 +181,18 @@ MIGRATIONS: list[str | Callable[[psycopg.Connection[Any]], None]] = [
     CREATE INDEX audit_events_action ON audit_events (action, id);
     CREATE INDEX audit_events_actor ON audit_events (actor, id);
     CREATE INDEX audit_events_target ON audit_events (target, id)
+    """,
+    """
+    ALTER TABLE users ADD COLUMN password_changes INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE idempotency_keys (
+        owner TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        answer TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (owner, key)
+    );
+    CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at)
     """,
 ]
 
@@ -428,7 +447,7 @@ def get_login(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None
         " WHERE u.name IN (%s, %s) ORDER BY u.name = %s DESC LIMIT 1",
         (name, unicodedata.normalize("NFC", name), name),
     ).fetchone()
-    return None if row is None else {**account_from_row(row), "password_hash": row[4]}  # type: ignore[dict-item]
+    return None if row is None else {**account_from_row(row), "password_hash": row[5]}  # type: ignore[dict-item]
 
 
 def list_users(conn: psycopg.Connection[Any], limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
@@ -460,20 +479,27 @@ def create_user(
     name: str,
     password_hash: str,
     admin: bool,
-) -> dict[str, Any]:
+    once: Once | None = None,
+) -> dict[str, Any] | str:
     """As store.create_user; two creations of one name key at once: the unique index refuses the second."""
     try:
         with transaction(conn):
             _check_caller(conn, caller, admin=True)
+            kept = _claim(conn, caller.public_id, once) if caller is not None and once is not None else None
+            if kept is not None:
+                return kept
             _check_name_free(conn, name)
             conn.execute(
                 "INSERT INTO users (public_id, name, name_key, password_hash, admin) VALUES (%s, %s, %s, %s, %s)",
                 (public_id, name, name_key(name), password_hash, admin),
             )
             _record(conn, caller, "account.created", public_id)
+            account = {"public_id": public_id, "name": name, "admin": admin, "password_changes": 0}
+            if caller is not None and once is not None:
+                _keep(conn, caller.public_id, once, account)
     except errors.UniqueViolation as exc:
         raise NameTaken(name) from exc
-    return {"public_id": public_id, "name": name, "admin": admin}
+    return account
 
 
 @_retried
@@ -486,6 +512,7 @@ def update_user(
     password_hash: str | None = None,
     admin: bool | None = None,
     verified_hash: str | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any] | None:
     """As store.update_user; the admins are locked first, then the caller, then the account."""
     if _has_nul(public_id):
@@ -500,6 +527,8 @@ def update_user(
             ).fetchone()
             if row is None:
                 return None
+            if check is not None:
+                check(present_account(conn.execute(SELECT_ACCOUNT + " WHERE u.id = %s", (row[0],)).fetchone()))
             if verified_hash is not None and row[2] != verified_hash:
                 raise PasswordChanged(public_id)
             if admin is False and row[1] and not [a for a in admins if a != row[0]]:
@@ -509,7 +538,10 @@ def update_user(
                 conn.execute("UPDATE users SET name = %s, name_key = %s WHERE id = %s", (name, name_key(name), row[0]))
                 _record(conn, caller, "account.renamed", public_id)
             if password_hash is not None:
-                conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (password_hash, row[0]))
+                conn.execute(
+                    "UPDATE users SET password_hash = %s, password_changes = password_changes + 1 WHERE id = %s",
+                    (password_hash, row[0]),
+                )
                 conn.execute("DELETE FROM sessions WHERE user_id = %s", (row[0],))
                 _record(conn, caller, "account.password_changed" if own else "account.password_reset", public_id)
             if admin is not None and admin != row[1]:
@@ -521,7 +553,12 @@ def update_user(
 
 
 @_retried
-def delete_user(conn: psycopg.Connection[Any], caller: Caller | None, public_id: str) -> bool:
+def delete_user(
+    conn: psycopg.Connection[Any],
+    caller: Caller | None,
+    public_id: str,
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> bool:
     """As store.delete_user; the admins are locked first."""
     if _has_nul(public_id):
         return False
@@ -531,6 +568,8 @@ def delete_user(conn: psycopg.Connection[Any], caller: Caller | None, public_id:
         row = conn.execute("SELECT id, admin FROM users WHERE public_id = %s FOR UPDATE", (public_id,)).fetchone()
         if row is None:
             return False
+        if check is not None:
+            check(present_account(conn.execute(SELECT_ACCOUNT + " WHERE u.id = %s", (row[0],)).fetchone()))
         if row[1] and not [a for a in admins if a != row[0]]:
             raise LastAdmin(public_id)
         # The to-dos and sessions go by cascade, inside this transaction; its events stay.
@@ -715,6 +754,44 @@ def list_events(
     return [event_from_row(row) for row in rows]
 
 
+# -- idempotency keys ---------------------------------------------------------------
+
+
+def _claim(conn: psycopg.Connection[Any], owner: str, once: Once) -> str | None:
+    """Inside a create's transaction: claim ``once.key`` for ``owner`` and return None, or
+    return the kept answer of the key's first use (its request was the same one).
+
+    Raise KeyReused for another request under the key, KeyInProgress while its first
+    use has not finished. A claim conflicting with one not yet committed waits for it
+    (the unique key), so concurrent retries are answered in turn. Keys past their day
+    are forgotten here, so no separate job prunes them.
+    """
+    conn.execute("DELETE FROM idempotency_keys WHERE created_at < %s", (once.expired_before,))
+    claimed = conn.execute(
+        "INSERT INTO idempotency_keys (owner, key, fingerprint, created_at) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (owner, key) DO NOTHING",
+        (owner, once.key, once.fingerprint, once.now),
+    ).rowcount
+    if claimed:
+        return None
+    fingerprint, answer = _one(
+        conn.execute(
+            "SELECT fingerprint, answer FROM idempotency_keys WHERE owner = %s AND key = %s", (owner, once.key)
+        )
+    )
+    if fingerprint != once.fingerprint:
+        raise KeyReused(once.key)
+    if answer is None:
+        raise KeyInProgress(once.key)
+    return str(answer)
+
+
+def _keep(conn: psycopg.Connection[Any], owner: str, once: Once, created: dict[str, Any]) -> None:
+    """Keep the answer of a key's first use, in the create's transaction."""
+    answer = once.answer(created)
+    conn.execute("UPDATE idempotency_keys SET answer = %s WHERE owner = %s AND key = %s", (answer, owner, once.key))
+
+
 # -- login throttling ------------------------------------------------------------
 
 
@@ -793,7 +870,7 @@ def session_account_with_todos(
     ).fetchone()
     if row is None:
         return None, []
-    return account_from_row(row), [{"id": i, "text": t, "complete": bool(c)} for i, t, c in row[4]]
+    return account_from_row(row), [{"id": i, "text": t, "complete": bool(c)} for i, t, c in row[5]]
 
 
 def session_account_with_todo(
@@ -810,22 +887,30 @@ def session_account_with_todo(
     ).fetchone()
     if row is None:
         return None, None
-    return account_from_row(row), None if row[4] is None else todo_from_row(row[4:])
+    return account_from_row(row), None if row[5] is None else todo_from_row(row[5:])
 
 
 @_retried
-def create_todo(conn: psycopg.Connection[Any], caller: Caller, text: str, max_todos: int) -> dict[str, Any]:
+def create_todo(
+    conn: psycopg.Connection[Any], caller: Caller, text: str, max_todos: int, once: Once | None = None
+) -> dict[str, Any] | str:
     """As store.create_todo; the caller's rows are locked FOR UPDATE, so two creates of
     one account queue and cannot both count below the maximum."""
     with transaction(conn):
         owner_id = _check_caller(conn, caller, admin=False, exclusive=True)
+        kept = _claim(conn, caller.public_id, once) if once is not None else None
+        if kept is not None:
+            return kept
         (count,) = _one(conn.execute("SELECT count(*) FROM todos WHERE owner_id = %s", (owner_id,)))
         if count >= max_todos:
             raise TooManyTodos(caller.public_id)
         (todo_id,) = _one(
             conn.execute("INSERT INTO todos (owner_id, text) VALUES (%s, %s) RETURNING id", (owner_id, text))
         )
-    return {"id": todo_id, "text": text, "complete": False}
+        todo = {"id": todo_id, "text": text, "complete": False}
+        if once is not None:
+            _keep(conn, caller.public_id, once, todo)
+    return todo
 
 
 @_retried
@@ -836,26 +921,51 @@ def update_todo(
     *,
     text: str | None = None,
     complete: bool | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any] | None:
-    """Change the text and/or completion of the caller's to-do; None if it has none such."""
+    """Change the text and/or completion of the caller's to-do; None if it has none such.
+
+    ``check(todo)``, given, is called with the to-do as it stands: whatever it
+    raises refuses the change (a precondition, decided inside the transaction).
+    """
     with transaction(conn):
         owner_id = _check_caller(conn, caller, admin=False)
+        found = todo_id if todo_id <= MAX_ID else None
+        if check is not None:
+            current = todo_from_row(
+                conn.execute(
+                    "SELECT id, text, complete FROM todos WHERE id = %s AND owner_id = %s FOR UPDATE", (found, owner_id)
+                ).fetchone()
+            )
+            if current is None:
+                return None
+            check(current)
         row = conn.execute(
             "UPDATE todos SET text = coalesce(%s, text), complete = coalesce(%s, complete)"
             " WHERE id = %s AND owner_id = %s RETURNING id, text, complete",
-            (text, complete, todo_id if todo_id <= MAX_ID else None, owner_id),
+            (text, complete, found, owner_id),
         ).fetchone()
     return todo_from_row(row)
 
 
 @_retried
-def delete_todo(conn: psycopg.Connection[Any], caller: Caller, todo_id: int) -> bool:
-    """Delete the caller's to-do; False if it has none such."""
+def delete_todo(
+    conn: psycopg.Connection[Any], caller: Caller, todo_id: int, check: Callable[[dict[str, Any]], None] | None = None
+) -> bool:
+    """Delete the caller's to-do; False if it has none such. ``check`` as for update_todo."""
     with transaction(conn):
         owner_id = _check_caller(conn, caller, admin=False)
-        deleted = conn.execute(
-            "DELETE FROM todos WHERE id = %s AND owner_id = %s", (todo_id if todo_id <= MAX_ID else None, owner_id)
-        ).rowcount
+        found = todo_id if todo_id <= MAX_ID else None
+        if check is not None:
+            current = todo_from_row(
+                conn.execute(
+                    "SELECT id, text, complete FROM todos WHERE id = %s AND owner_id = %s FOR UPDATE", (found, owner_id)
+                ).fetchone()
+            )
+            if current is None:
+                return False
+            check(current)
+        deleted = conn.execute("DELETE FROM todos WHERE id = %s AND owner_id = %s", (found, owner_id)).rowcount
     return deleted > 0
 
 

@@ -269,7 +269,7 @@ class TodoApp:
             # including those to no or an unlisted origin.
             headers = headers + [("Vary", "Origin")] + (cors_headers(origin or "") if cors else [])
         # Tokens and private data are never kept by a cache (the client's files say otherwise).
-        if not any(name == "Cache-Control" for name, _ in headers):
+        if not (headers and any(name == "Cache-Control" for name, _ in headers)):
             headers.append(("Cache-Control", "no-store"))
         if status == 204:
             payload, response_headers = b"", [("Content-Length", "0"), *headers]
@@ -281,7 +281,7 @@ class TodoApp:
             # so any text survives any proxy).
             payload = body if isinstance(body, bytes) else self.encode(body).encode("ascii")
             response_headers = [("Content-Length", str(len(payload))), *headers]
-            if not any(name == "Content-Type" for name, _ in headers):
+            if not (isinstance(body, bytes) and any(name == "Content-Type" for name, _ in headers)):
                 response_headers.insert(0, ("Content-Type", "application/json"))
         start_response(STATUS_LINES[status], response_headers)
         log = self.access_log
@@ -304,7 +304,10 @@ class TodoApp:
             {},
             [
                 ("Access-Control-Allow-Methods", ", ".join(methods)),
-                ("Access-Control-Allow-Headers", "Authorization, Content-Type, x-access-token"),
+                (
+                    "Access-Control-Allow-Headers",
+                    "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, x-access-token",
+                ),
                 ("Access-Control-Max-Age", "600"),
             ],
         )
@@ -326,6 +329,8 @@ REFUSALS = MappingProxyType(
         store.LastAdmin: (409, "Cannot remove the last admin!"),
         store.TooManyTodos: (409, "Too many todos"),
         store.PasswordChanged: (409, "The password was changed meanwhile; try again"),
+        store.KeyReused: (422, "Idempotency-Key reused with another request"),
+        store.KeyInProgress: (409, "A request with this Idempotency-Key is in progress"),
     }
 )
 
@@ -385,7 +390,7 @@ def cors_headers(origin: str) -> list[tuple[str, str]]:
     """Headers every answer to a listed origin carries, errors included (and Vary)."""
     return [
         ("Access-Control-Allow-Origin", origin),
-        ("Access-Control-Expose-Headers", "Location, Link, Retry-After, WWW-Authenticate"),
+        ("Access-Control-Expose-Headers", "ETag, Link, Location, Retry-After, WWW-Authenticate"),
     ]
 
 
@@ -842,6 +847,95 @@ def _check(problem: str | None) -> None:
         raise HTTPError(400, problem)
 
 
+# -- versions (RFC 9110 8.8.3, 13.1) and retry-safe creates --------------------------------
+
+# An entity-tag in a list (RFC 9110 8.8.3): optional W/, then a quoted opaque string.
+_ETAG = re.compile(r'\s*(?:(W/)?("[\x21\x23-\x7e\x80-\xff]*")|(\*))\s*(?:,|$)')
+
+
+def version_tag(*state: Any) -> str:
+    """A strong ETag of a resource's stored state: it changes when the state does, and only then."""
+    text = "\x1f".join(map(str, state))
+    return '"' + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest() + '"'
+
+
+def todo_tag(todo: dict[str, Any]) -> str:
+    """A to-do's ETag: of all it is (the text last, so no two states read alike)."""
+    return version_tag(todo["id"], todo["complete"], todo["text"])
+
+
+def account_tag(account: dict[str, Any]) -> str:
+    """An account's ETag: of its name, admin flag and password (by its count of changes)."""
+    return version_tag(account["public_id"], account["admin"], account["password_changes"], account["name"])
+
+
+def etags(header: str) -> tuple[set[str], set[str]]:
+    """The strong and the weak entity-tags of an If-Match or If-None-Match list; "*" counts as strong."""
+    strong: set[str] = set()
+    weak: set[str] = set()
+    for found in _ETAG.finditer(header):
+        (weak if found[1] else strong).add(found[2] or found[3])
+    return strong, weak
+
+
+def precondition(req: Request, tag_of: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], None] | None:
+    """The If-Match check for a write (RFC 9110 13.1.1), run by the store on the resource as it
+    stands, inside the write's transaction: 412 with the current ETag unless one matches.
+    Strong comparison: a weak tag never matches. None without If-Match."""
+    header = req.environ.get("HTTP_IF_MATCH")
+    if header is None:
+        return None
+    strong, _ = etags(header)
+
+    def check(current: dict[str, Any]) -> None:
+        tag = tag_of(current)
+        if tag not in strong and "*" not in strong:
+            raise HTTPError(412, "Precondition failed", [("ETag", tag)])
+
+    return check
+
+
+def versioned(req: Request, tag: str, body: Body | bytes, headers: Iterable[tuple[str, str]] = ()) -> Result:
+    """A GET's answer with its ETag, or 304 without content when If-None-Match names it
+    (RFC 9110 13.1.2: weak comparison, or "*")."""
+    header = req.environ.get("HTTP_IF_NONE_MATCH")
+    if header is not None:
+        strong, weak = etags(header)
+        if tag.removeprefix("W/") in strong | weak or "*" in strong:
+            return 304, b"", [("ETag", tag), *headers]
+    return 200, body, [("ETag", tag), *headers]
+
+
+def page_answer(req: Request, body: Body, headers: list[tuple[str, str]]) -> Result:
+    """A list page with a weak ETag of its encoded content (and 304 on a match)."""
+    payload = req.app.encode(body).encode("ascii")
+    tag = 'W/"' + hashlib.blake2b(payload, digest_size=12).hexdigest() + '"'
+    return versioned(req, tag, payload, headers)
+
+
+def retry_safe(req: Request, data: Body, answer: Callable[[dict[str, Any]], Result]) -> store.Once | None:
+    """The Idempotency-Key of a create, if any: its key, a fingerprint of this request
+    (method, path and the body as parsed JSON), and the answer to keep for its retries."""
+    key = req.environ.get("HTTP_IDEMPOTENCY_KEY")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not all(" " <= ch <= "~" for ch in key):
+        raise HTTPError(400, "Header 'Idempotency-Key' must be 1 to 255 printable ASCII characters")
+    request = json.dumps([req.method, req.url(req.path), data], sort_keys=True, separators=(",", ":"))
+    now = req.app.clock()
+
+    def kept(created: dict[str, Any]) -> str:
+        return json.dumps(answer(created))
+
+    return store.Once(key, hashlib.sha256(request.encode("utf-8", "surrogatepass")).hexdigest(), now, now - 86400, kept)
+
+
+def replayed(kept: str) -> Result:
+    """The first answer of an Idempotency-Key, as kept: status, body and headers."""
+    status, body, headers = json.loads(kept)
+    return status, body, [(name, value) for name, value in headers]
+
+
 # -- handlers ---------------------------------------------------------------------------
 
 
@@ -1008,7 +1102,7 @@ def list_users(req: Request) -> Result:
     limit, offset, _ = page(req)
     users = req.store.list_users(req.conn, limit + 1, offset)
     headers = next_link(req, limit, offset, {}) if len(users) > limit else []
-    return 200, {"users": [public(u) for u in users[:limit]]}, headers
+    return page_answer(req, {"users": [public(u) for u in users[:limit]]}, headers)
 
 
 def get_user(req: Request, public_id: str) -> Result:
@@ -1017,7 +1111,7 @@ def get_user(req: Request, public_id: str) -> Result:
     user = req.store.get_user(req.conn, public_id)
     if user is None:
         raise HTTPError(404, "No user found!")
-    return 200, {"user": public(user)}
+    return versioned(req, account_tag(user), {"user": public(user)})
 
 
 def create_user(req: Request) -> Result:
@@ -1028,17 +1122,23 @@ def create_user(req: Request) -> Result:
     _check(password_problem(data["password"]))
     with req.app.hasher.slot(SIGNED_IN_HASH_WAIT):
         password_hash = req.app.hasher.hash(data["password"])
-    user = req.store.create_user(req.conn, req.caller, str(uuid.uuid4()), name, password_hash, False)
-    location = req.url(f"/user/{user['public_id']}")
-    return 201, {"message": "New user created!", "user": public(user)}, [("Location", location)]
+
+    def answer(user: dict[str, Any]) -> Result:
+        headers = [("Location", req.url(f"/user/{user['public_id']}")), ("ETag", account_tag(user))]
+        return 201, {"message": "New user created!", "user": public(user)}, headers
+
+    once = retry_safe(req, data, answer)
+    created = req.store.create_user(req.conn, req.caller, str(uuid.uuid4()), name, password_hash, False, once)
+    return replayed(created) if isinstance(created, str) else answer(created)
 
 
 def promote_user(req: Request, public_id: str) -> Result:
     """Make an account an admin."""
     require_admin(req)
-    if req.store.update_user(req.conn, req.caller, public_id, admin=True) is None:
+    user = req.store.update_user(req.conn, req.caller, public_id, admin=True, check=precondition(req, account_tag))
+    if user is None:
         raise HTTPError(404, "No user found!")
-    return 200, {"message": "The user has been promoted!"}
+    return 200, {"message": "The user has been promoted!"}, [("ETag", account_tag(user))]
 
 
 def patch_user(req: Request, public_id: str) -> Result:
@@ -1051,18 +1151,17 @@ def patch_user(req: Request, public_id: str) -> Result:
         _check(password_problem(data["password"]))
         with req.app.hasher.slot(SIGNED_IN_HASH_WAIT):
             password_hash = req.app.hasher.hash(data["password"])
-    user = req.store.update_user(
-        req.conn, req.caller, public_id, name=name, password_hash=password_hash, admin=data.get("admin")
-    )
+    change = {"name": name, "password_hash": password_hash, "admin": data.get("admin")}
+    user = req.store.update_user(req.conn, req.caller, public_id, **change, check=precondition(req, account_tag))
     if user is None:
         raise HTTPError(404, "No user found!")
-    return 200, {"user": public(user)}
+    return 200, {"user": public(user)}, [("ETag", account_tag(user))]
 
 
 def delete_user(req: Request, public_id: str) -> Result:
     """Delete an account, its to-dos and its sessions; never the last admin."""
     require_admin(req)
-    if not req.store.delete_user(req.conn, req.caller, public_id):
+    if not req.store.delete_user(req.conn, req.caller, public_id, precondition(req, account_tag)):
         raise HTTPError(404, "No user found!")
     return 200, {"message": "The user has been deleted!"}
 
@@ -1070,7 +1169,7 @@ def delete_user(req: Request, public_id: str) -> Result:
 def get_me(req: Request) -> Result:
     """The signed-in account."""
     account, _ = authenticate(req)
-    return 200, {"user": public(account)}
+    return versioned(req, account_tag(account), {"user": public(account)})
 
 
 def change_my_password(req: Request) -> Result:
@@ -1118,7 +1217,7 @@ def list_todos(req: Request) -> Result:
     if len(todos) > limit:
         extra = {} if complete is None else {"complete": "true" if complete else "false"}
         headers = next_link(req, limit, offset, extra)
-    return 200, {"todos": todos[:limit]}, headers
+    return page_answer(req, {"todos": todos[:limit]}, headers)
 
 
 def get_todo(req: Request, todo_id: int) -> Result:
@@ -1126,7 +1225,7 @@ def get_todo(req: Request, todo_id: int) -> Result:
     _, todo = authenticate(req, req.store.session_account_with_todo, todo_id)
     if todo is None:
         raise HTTPError(404, "No todo found!")
-    return 200, {"todo": todo}
+    return versioned(req, todo_tag(todo), {"todo": todo})
 
 
 def create_todo(req: Request) -> Result:
@@ -1134,16 +1233,23 @@ def create_todo(req: Request) -> Result:
     authenticate(req)
     data = req.json({"text": str})
     _check(text_problem(data["text"]))
-    todo = req.store.create_todo(req.conn, req.caller, data["text"], req.app.settings.max_todos_per_account)
-    return 201, {"message": "Todo created!", "todo": todo}, [("Location", req.url(f"/todo/{todo['id']}"))]
+
+    def answer(todo: dict[str, Any]) -> Result:
+        headers = [("Location", req.url(f"/todo/{todo['id']}")), ("ETag", todo_tag(todo))]
+        return 201, {"message": "Todo created!", "todo": todo}, headers
+
+    once = retry_safe(req, data, answer)
+    created = req.store.create_todo(req.conn, req.caller, data["text"], req.app.settings.max_todos_per_account, once)
+    return replayed(created) if isinstance(created, str) else answer(created)
 
 
 def complete_todo(req: Request, todo_id: int) -> Result:
     """Mark a to-do complete."""
     authenticate(req)
-    if req.store.update_todo(req.conn, req.caller, todo_id, complete=True) is None:
+    todo = req.store.update_todo(req.conn, req.caller, todo_id, complete=True, check=precondition(req, todo_tag))
+    if todo is None:
         raise HTTPError(404, "No todo found!")
-    return 200, {"message": "Todo item has been completed!"}
+    return 200, {"message": "Todo item has been completed!"}, [("ETag", todo_tag(todo))]
 
 
 def patch_todo(req: Request, todo_id: int) -> Result:
@@ -1152,16 +1258,17 @@ def patch_todo(req: Request, todo_id: int) -> Result:
     data = req.json({}, {"text": str, "complete": bool})
     if "text" in data:
         _check(text_problem(data["text"]))
-    todo = req.store.update_todo(req.conn, req.caller, todo_id, text=data.get("text"), complete=data.get("complete"))
+    change = {"text": data.get("text"), "complete": data.get("complete")}
+    todo = req.store.update_todo(req.conn, req.caller, todo_id, **change, check=precondition(req, todo_tag))
     if todo is None:
         raise HTTPError(404, "No todo found!")
-    return 200, {"todo": todo}
+    return 200, {"todo": todo}, [("ETag", todo_tag(todo))]
 
 
 def delete_todo(req: Request, todo_id: int) -> Result:
     """Delete a to-do."""
     authenticate(req)
-    if not req.store.delete_todo(req.conn, req.caller, todo_id):
+    if not req.store.delete_todo(req.conn, req.caller, todo_id, precondition(req, todo_tag)):
         raise HTTPError(404, "No todo found!")
     return 200, {"message": "Todo item deleted!"}
 

@@ -901,9 +901,9 @@ def test_json_declared_in_another_charset_is_415(client, user_headers):
 def test_creating_a_todo_for_an_account_deleted_meanwhile_is_401_not_500(app, client, user, user_headers, monkeypatch):
     create_todo = app.store.create_todo
 
-    def delete_owner_first(conn, caller, text, max_todos):
+    def delete_owner_first(conn, caller, text, max_todos, once=None):
         app.store.delete_user(conn, None, user["public_id"])  # the race, forced
-        return create_todo(conn, caller, text, max_todos)
+        return create_todo(conn, caller, text, max_todos, once)
 
     monkeypatch.setattr(app.store, "create_todo", delete_owner_first)
     response = client.post_json("/todo", {"text": "x"}, headers=user_headers, status=401)

@@ -46,7 +46,6 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.sqlite_only
 
-NEEDS_ETAG = pytest.mark.xfail(reason="needs ETag and If-Match (merged by lead)", strict=False)
 HOSTILE = "<img src=x onerror=alert(1)>"
 
 
@@ -397,7 +396,6 @@ def test_a_wrong_current_password_is_said_in_words(browser, site):
     site.request("GET", "/me", token=access_token(browser))
 
 
-@NEEDS_ETAG
 def test_an_edit_of_a_todo_someone_else_changed_says_so_and_shows_the_new_version(browser, site):
     (todo,) = site.add_todos(site.alice, "buy milk")
     sign_in(browser, site)

@@ -12,7 +12,7 @@ from tests.conftest import ADMIN_PASSWORD, basic
 LISTED = "https://app.example"
 OTHER_LISTED = "http://localhost:3000"
 UNLISTED = "https://evil.example"
-EXPOSED = "Location, Link, Retry-After, WWW-Authenticate"
+EXPOSED = "ETag, Link, Location, Retry-After, WWW-Authenticate"
 
 
 def cors_headers(response):
@@ -74,10 +74,11 @@ def test_preflight_from_a_listed_origin_needs_no_token_and_allows_the_paths_meth
     assert not methods & {"PUT", "PATCH", "DELETE"}
 
 
-def test_preflight_allows_the_token_authorization_and_content_type_headers(cors_client):
+def test_preflight_allows_the_token_authorization_content_type_and_conditional_headers(cors_client):
     response = preflight(cors_client, "/todo/1", LISTED, method="PATCH")
     allowed = {h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")}
     assert {"x-access-token", "authorization", "content-type"} <= allowed
+    assert {"idempotency-key", "if-match", "if-none-match"} <= allowed
     methods = {m.strip() for m in response.headers["Access-Control-Allow-Methods"].split(",")}
     assert {"GET", "PUT", "PATCH", "DELETE"} <= methods
 

@@ -175,11 +175,11 @@ def test_an_admin_removed_while_deleting_an_account_deletes_nothing(app, client,
     arrived, go_on = threading.Event(), threading.Event()
     real_delete_user = app.store.delete_user
 
-    def delete_user_when_told(conn, caller, public_id):
+    def delete_user_when_told(conn, caller, public_id, check=None):
         if public_id == user["public_id"]:
             arrived.set()
             assert go_on.wait(10)
-        return real_delete_user(conn, caller, public_id)
+        return real_delete_user(conn, caller, public_id, check)
 
     monkeypatch.setattr(app.store, "delete_user", delete_user_when_told)
     thread, answer = in_thread(app, lambda c: c.delete(f"/user/{user['public_id']}", headers=rogue, expect_errors=True))

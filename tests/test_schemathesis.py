@@ -75,6 +75,7 @@ def test_schemathesis_finds_no_failure_in_any_operation(
     }
     command = [
         str(Path(sys.executable).parent / "st"),
+        f"--config-file={ROOT / 'tests' / 'schemathesis.toml'}",
         "run",
         str(todo_wsgi.OPENAPI_PATH),
         f"--url={live_url}",
