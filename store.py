@@ -455,6 +455,21 @@ def clear_login_failures(conn: sqlite3.Connection, name: str, address: str) -> N
         conn.execute("DELETE FROM login_failures WHERE name = ? AND address = ?", (name, address))
 
 
+def forget_login_failures(conn: sqlite3.Connection, name: str | None = None, address: str | None = None) -> int:
+    """Forget the failed logins of a name (from every address), of an address (under
+    every name), or of the two together, for the operator's ``unlock``; return how
+    many throttle rows went."""
+    if name is None and address is None:
+        raise ValueError("forget_login_failures needs a name, an address or both")
+    given = [(column, value) for column, value in (("name", name), ("address", address)) if value is not None]
+    with transaction(conn):
+        cursor = conn.execute(
+            "DELETE FROM login_failures WHERE " + " AND ".join(f"{column} = ?" for column, _ in given),
+            [value for _, value in given],
+        )
+        return int(cursor.rowcount)
+
+
 # -- to-dos -----------------------------------------------------------------------------
 
 

@@ -537,6 +537,21 @@ def clear_login_failures(conn: psycopg.Connection[Any], name: str, address: str)
     conn.execute("DELETE FROM login_failures WHERE name = %s AND address = %s", (_key(name), _key(address)))
 
 
+def forget_login_failures(conn: psycopg.Connection[Any], name: str | None = None, address: str | None = None) -> int:
+    """Forget the failed logins of a name (from every address), of an address (under
+    every name), or of the two together, for the operator's ``unlock``; return how
+    many throttle rows went."""
+    if name is None and address is None:
+        raise ValueError("forget_login_failures needs a name, an address or both")
+    given = [(column, _key(value)) for column, value in (("name", name), ("address", address)) if value is not None]
+    with transaction(conn):
+        cursor = conn.execute(
+            "DELETE FROM login_failures WHERE " + " AND ".join(f"{column} = %s" for column, _ in given),
+            [value for _, value in given],
+        )
+        return int(cursor.rowcount)
+
+
 def _key(value: str) -> str:
     # A login name is any text the client sends, NUL included, and counts all
     # the same; escaped one-to-one into text PostgreSQL accepts.
