@@ -49,24 +49,33 @@ def test_the_walkthrough_shows_every_request_and_its_answer(tmp_path: Path) -> N
     assert '{"message":"Cannot remove the last admin!"}' in result.stdout
 
 
-def test_the_walkthrough_stops_at_the_first_answer_that_differs(tmp_path: Path) -> None:
+def test_the_walkthrough_runs_again_after_a_run_stopped_half_way(tmp_path: Path) -> None:
     with serve(tmp_path) as server:
-        # alice exists already: creating her answers 409, not 201.
-        made = subprocess.run(
-            [sys.executable, "-m", "todo_wsgi", "create-user", "alice"],
-            input="alice-password-0\n",
+        # A run stopped after alice was made and renamed leaves "alicia" behind.
+        stopped = subprocess.run(
+            ["bash", "-c", f"sed '/# 9\\./,$d' {SCRIPT} | bash"],
             cwd=tmp_path,
-            env=child_env(),
+            env=child_env(BASE=server.url, PYTHON=sys.executable),
             capture_output=True,
             text=True,
         )
-        assert made.returncode == 0, made.stderr
+        assert stopped.returncode == 0 and "alicia" in stopped.stdout, stopped.stderr
+        assert "every step answered as expected" not in stopped.stdout
         result = run_walkthrough(server.url, tmp_path)
-        assert result.returncode == 1
-        assert result.stderr.endswith("walkthrough: expected 201, got 409\n")
-        # Another admin password than the account's: the login answers 401 and the
-        # command line refuses to make a second admin, in one line.
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_walkthrough_stops_at_the_first_answer_that_differs(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        # The admin password is not the account's: the login answers 401, and the command
+        # line refuses to make a second admin, in one line.
+        assert run_walkthrough(server.url, tmp_path).returncode == 0
         env = child_env(BASE=server.url, PYTHON=sys.executable, ADMIN_PASSWORD="not-the-password")
         result = subprocess.run(["bash", str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert result.returncode == 1
+        assert result.stderr == f"error: the name 'admin' is already taken in {tmp_path / 'todo.db'}\n"
+        # A server that answers otherwise than the script expects: it says so and stops.
+        env = child_env(BASE=server.url + "/nowhere", PYTHON=sys.executable)
+        result = subprocess.run(["bash", str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr == f"error: the name 'admin' is already taken in {tmp_path / 'todo.db'}\n"
+    assert result.stderr.endswith("walkthrough: expected 200, got 404\n")
