@@ -247,3 +247,66 @@ def test_version_without_an_installed_package_says_so(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(metadata, "version", missing)
     assert todo_wsgi_cli.version() == "unknown (not installed)"
+
+
+def test_a_database_path_that_is_a_directory_is_named(run_command: RunCommand, tmp_path: Path) -> None:
+    result = run_command(str(tmp_path), "create-user", "admin", stdin=PASSWORD + "\n")
+    assert result.returncode == 1
+    assert error_line(result.stderr) == f"error: the database {tmp_path} is not a file"
+
+
+def test_a_database_in_a_directory_that_does_not_exist_is_named(run_command: RunCommand, tmp_path: Path) -> None:
+    database = tmp_path / "no-such-directory" / "todo.db"
+    result = run_command(str(database), "create-user", "admin", stdin=PASSWORD + "\n")
+    assert result.returncode == 1
+    assert error_line(result.stderr) == (
+        f"error: cannot create the database {database}: there is no directory {database.parent}"
+    )
+
+
+def test_permissions_are_checked_before_sqlite_opens_anything(
+    run_command: RunCommand, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = tmp_path / "todo.db"
+    assert run_command(str(database), "create-user", "admin", stdin=PASSWORD + "\n").returncode == 0
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != database and real_access(path, mode))
+    result = run_command(str(database), "list-users")
+    assert result.returncode == 1
+    assert error_line(result.stderr) == (
+        f"error: cannot use the database {database}: the file is not readable and writable by this user"
+    )
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    result = run_command(str(database), "list-users")
+    assert error_line(result.stderr).startswith(f"error: cannot use the database {database}: its directory")
+
+
+def test_create_user_with_a_bad_name_asks_for_no_password(run_command: RunCommand, tmp_path: Path) -> None:
+    result = run_command(str(tmp_path / "todo.db"), "create-user", "a" * 51, stdin="")
+    assert result.returncode == 1
+    assert error_line(result.stderr) == "error: 'name' must be 1 to 50 characters"
+    assert not (tmp_path / "todo.db").exists()
+
+
+def test_serve_on_a_host_name_that_does_not_resolve_says_so(run_command: RunCommand, tmp_path: Path) -> None:
+    result = run_command(str(tmp_path / "todo.db"), "serve", "--listen", "no-such-host.invalid:8080")
+    assert result.returncode == 1
+    assert error_line(result.stderr).startswith("error: cannot listen on no-such-host.invalid:8080: ")
+
+
+@pytest.mark.sqlite_only
+def test_check_on_a_database_damaged_inside_says_so_in_one_line(run_command: RunCommand, database: str) -> None:
+    import sqlite3
+
+    assert run_command(database, "create-user", "admin", stdin=PASSWORD + "\n").returncode == 0
+    with sqlite3.connect(database) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    raw = bytearray(Path(database).read_bytes())
+    page = len(raw) // pages
+    raw[page : 2 * page] = b"\xff" * page  # the page after the header: the schema's tables
+    Path(database).write_bytes(bytes(raw))
+    result = run_command(database, "check")
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    assert str(Path(database)) in line and ("damaged" in line or "malformed" in line), line
