@@ -115,3 +115,28 @@ def test_create_user_on_postgresql_names_the_server_without_its_password(
     assert result.stdout.rstrip("\n").endswith(f" in {where}") or result.stdout.rstrip().endswith("created now)")
     if database.startswith("postgresql"):
         assert "(a new database" not in result.stdout
+
+
+def test_serve_takes_waitress_s_limits_and_the_trusted_proxy_from_the_environment_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import waitress
+
+    captured: dict[str, object] = {}
+    monkeypatch.setattr(
+        waitress, "serve", lambda app, **kwargs: captured.update(kwargs, database=app.settings.database)
+    )
+    for name in [name for name in os.environ if name.startswith("TODO_")]:
+        monkeypatch.delenv(name)
+    env = tmp_path / "env"
+    env.write_text(
+        f"TODO_DATABASE={tmp_path / 'served.db'}\nTODO_MAX_BODY_BYTES=1000\n"
+        "TODO_TRUSTED_PROXY=127.0.0.1\nTODO_TRUSTED_PROXY_HEADERS=x-forwarded-for\n"
+    )
+    assert todo_wsgi_cli.main(["serve", "--env-file", str(env), "--listen", "127.0.0.1:0"]) == 0
+    assert captured["database"] == str(tmp_path / "served.db")
+    assert captured["max_request_body_size"] == 1000 + 1024
+    assert (captured["trusted_proxy"], captured["trusted_proxy_headers"]) == ("127.0.0.1", "x-forwarded-for")
+    assert "TODO_TRUSTED_PROXY" not in os.environ  # put back after the command
