@@ -567,7 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the parsed command with its settings in the environment."""
-    database = Settings.resolve(database=args.database).database
+    try:
+        database = Settings.resolve(database=args.database).database
+    except ValueError as exc:  # a setting that is not a number, say
+        where = f" (from {args.env_file})" if args.env_file else ""
+        raise CommandError(f"{one_line(exc)}{where}") from exc
     created = check_database_path(database, must_exist=args.command in EXISTING_DATABASE_COMMANDS)
     if args.command == "create-user":
         # Asked before the database is opened: an interrupted prompt leaves no new file behind.

@@ -140,3 +140,15 @@ def test_serve_takes_waitress_s_limits_and_the_trusted_proxy_from_the_environmen
     assert captured["max_request_body_size"] == 1000 + 1024
     assert (captured["trusted_proxy"], captured["trusted_proxy_headers"]) == ("127.0.0.1", "x-forwarded-for")
     assert "TODO_TRUSTED_PROXY" not in os.environ  # put back after the command
+
+
+def test_a_setting_of_the_wrong_kind_in_the_environment_file_is_named_in_one_line(
+    run_command: RunCommand, tmp_path: Path
+) -> None:
+    env = tmp_path / "env"
+    env.write_text("TODO_TOKEN_TTL=half an hour\n")
+    result = run_command(str(tmp_path / "todo.db"), "--env-file", str(env), "list-users")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: setting token_ttl (TODO_TOKEN_TTL) must be a positive integer, got 'half an hour' (from {env})\n"
+    )
