@@ -164,6 +164,12 @@ def open_app(database: str | None) -> TodoApp:
         raise CommandError(
             f"cannot open the database {where}: {exc} (not a SQLite database, or damaged: restore it from a backup)"
         ) from exc
+    except Exception as exc:
+        where = Settings.resolve(database=database).database
+        if not is_postgres(where):
+            raise
+        # psycopg's own errors while the store checks and migrates (a role without rights, say).
+        raise CommandError(f"cannot use the PostgreSQL database {describe(where)}: {one_line(exc)}") from exc
 
 
 # -- prompts ----------------------------------------------------------------------------

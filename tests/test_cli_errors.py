@@ -310,3 +310,32 @@ def test_check_on_a_database_damaged_inside_says_so_in_one_line(run_command: Run
     assert result.returncode == 1
     line = error_line(result.stderr)
     assert str(Path(database)) in line and ("damaged" in line or "malformed" in line), line
+
+
+def test_a_postgresql_server_that_refuses_the_schema_is_named_in_one_line(
+    run_command: RunCommand, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class InsufficientPrivilege(Exception):
+        """As psycopg raises it when the role may not create the schema."""
+
+    def refuse(database: str | None = None) -> object:
+        raise InsufficientPrivilege("permission denied for schema public\nLINE 2: CREATE TABLE users")
+
+    monkeypatch.setattr(todo_wsgi_cli, "create_app", refuse)
+    result = run_command("postgresql://todo:secret@127.0.0.1:5432/todo", "list-users")
+    assert result.returncode == 1
+    assert error_line(result.stderr) == (
+        "error: cannot use the PostgreSQL database postgresql://todo:***@127.0.0.1:5432/todo:"
+        " permission denied for schema public LINE 2: CREATE TABLE users"
+    )
+
+
+def test_an_unexpected_failure_opening_sqlite_is_not_hidden(
+    run_command: RunCommand, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def broken(database: str | None = None) -> object:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(todo_wsgi_cli, "create_app", broken)
+    with pytest.raises(ZeroDivisionError):
+        run_command(str(tmp_path / "todo.db"), "create-user", "admin", stdin=PASSWORD + "\n")
