@@ -53,8 +53,17 @@ echo
 echo "# 2. The first admin: there is no default account. Made once, with the command line."
 call POST /login -u "admin:$ADMIN_PASSWORD"
 if [ "$STATUS" = 401 ]; then
+    if [ ! -x "$PYTHON" ]; then
+        echo "walkthrough: no $PYTHON here: run this from the checkout, where make run made .venv (or set PYTHON)" >&2
+        exit 1
+    fi
     printf '%s\n' "$ADMIN_PASSWORD" | "$PYTHON" -m todo_wsgi create-user admin --admin
     call POST /login -u "admin:$ADMIN_PASSWORD"
+    if [ "$STATUS" = 401 ]; then
+        echo "walkthrough: the admin went to another database than the server's:" \
+            "run this from the directory the server runs in (make run: the checkout)" >&2
+        exit 1
+    fi
 fi
 expect 200
 ADMIN_TOKEN=$(field token)

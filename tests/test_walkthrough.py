@@ -79,3 +79,18 @@ def test_the_walkthrough_stops_at_the_first_answer_that_differs(tmp_path: Path) 
         result = subprocess.run(["bash", str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.endswith("walkthrough: expected 200, got 404\n")
+
+
+def test_the_walkthrough_run_from_another_directory_than_the_server_s_says_so(tmp_path: Path) -> None:
+    served, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
+    served.mkdir()
+    elsewhere.mkdir()
+    with serve(served) as server:
+        result = run_walkthrough(server.url, elsewhere)
+        assert result.returncode == 1
+        assert "(a new database, created now)" in result.stdout  # create-user said where it wrote
+        assert result.stderr.endswith("run this from the directory the server runs in (make run: the checkout)\n")
+        env = child_env(BASE=server.url)  # PYTHON defaults to .venv/bin/python, absent here
+        result = subprocess.run(["bash", str(SCRIPT)], cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("walkthrough: no .venv/bin/python here: run this from the checkout")
