@@ -148,7 +148,25 @@ def check_database_path(database: str, must_exist: bool) -> bool:
         )
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise CommandError(f"cannot use the database {path}: the file is not readable and writable by this user")
+    owner = directory.stat().st_uid
+    if os.geteuid() == 0 and owner != 0:
+        # Root could write, but the files SQLite makes (the database, its journals)
+        # would be root's, and the service running as the directory's owner could not.
+        name = _user_name(owner)
+        raise CommandError(
+            f"the database directory {directory} belongs to {name}: run this as that user "
+            f"(sudo -u {name} ...), so the files SQLite writes there stay {name}'s"
+        )
     return not path.exists()
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def open_app(database: str | None) -> TodoApp:

@@ -339,3 +339,26 @@ def test_an_unexpected_failure_opening_sqlite_is_not_hidden(
     monkeypatch.setattr(todo_wsgi_cli, "create_app", broken)
     with pytest.raises(ZeroDivisionError):
         run_command(str(tmp_path / "todo.db"), "create-user", "admin", stdin=PASSWORD + "\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="about root working on another user's database directory")
+def test_root_on_a_database_directory_of_another_user_is_told_to_run_as_that_user(
+    run_command: RunCommand, tmp_path: Path
+) -> None:
+    directory = tmp_path / "state"
+    directory.mkdir()
+    os.chown(directory, 65534, 65534)
+    result = run_command(str(directory / "todo.db"), "create-user", "admin", "--admin", stdin=PASSWORD + "\n")
+    assert result.returncode == 1
+    import pwd
+
+    name = pwd.getpwuid(65534).pw_name
+    assert error_line(result.stderr) == (
+        f"error: the database directory {directory} belongs to {name}: run this as that user "
+        f"(sudo -u {name} ...), so the files SQLite writes there stay {name}'s"
+    )
+    assert not (directory / "todo.db").exists()
+
+
+def test_a_user_id_without_a_name_is_named_by_its_number() -> None:
+    assert todo_wsgi_cli._user_name(2**31 - 7) == str(2**31 - 7)
