@@ -453,13 +453,15 @@ def get_or_create_secret(conn: sqlite3.Connection, name: str, candidate: str) ->
 
 
 def replace_secret(conn: sqlite3.Connection, name: str, value: str) -> None:
-    """Store ``value`` as the secret ``name``, replacing any stored one."""
+    """Store ``value`` as the secret ``name``, replacing any stored one (the operator's
+    rotate-key; recorded as key.rotated)."""
     with transaction(conn):
         conn.execute(
             "INSERT INTO app_secrets (name, value) VALUES (?, ?)"
             " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             (name, value),
         )
+        _record(conn, None, "key.rotated", None)
 
 
 # -- accounts -------------------------------------------------------------------
@@ -893,6 +895,28 @@ def clear_login_failures(conn: sqlite3.Connection, name: str, address: str) -> N
     """Forget the failed logins of (name, address) and give back the address's attempt."""
     with transaction(conn):
         _forgive_attempt(conn, name, address)
+
+
+def forget_login_failures(
+    conn: sqlite3.Connection, name: str | None = None, address: str | None = None, target: str | None = None
+) -> int:
+    """Forget the failed logins of a name (from every address), of an address (under
+    every name, and its count across names), or of the two together, for the
+    operator's ``unlock``; record account.unlocked (``target``: the account named, if
+    any). Return how many (name, address) throttle rows went."""
+    if name is None and address is None:
+        raise ValueError("forget_login_failures needs a name, an address or both")
+    given = [(column, value) for column, value in (("name", name), ("address", address)) if value is not None]
+    with transaction(conn):
+        cursor = conn.execute(
+            "DELETE FROM login_failures WHERE " + " AND ".join(f"{column} = ?" for column, _ in given),
+            [value for _, value in given],
+        )
+        count = int(cursor.rowcount)
+        if address is not None and name is None:
+            conn.execute("DELETE FROM address_failures WHERE address = ?", (address,)).rowcount
+        _record(conn, None, "account.unlocked", target)
+    return count
 
 
 # -- to-dos -----------------------------------------------------------------------------

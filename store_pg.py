@@ -408,13 +408,15 @@ def get_or_create_secret(conn: psycopg.Connection[Any], name: str, candidate: st
 
 @_retried
 def replace_secret(conn: psycopg.Connection[Any], name: str, value: str) -> None:
-    """Store ``value`` as the secret ``name``, replacing any stored one."""
+    """Store ``value`` as the secret ``name``, replacing any stored one (the operator's
+    rotate-key; recorded as key.rotated)."""
     with transaction(conn):
         conn.execute(
             "INSERT INTO app_secrets (name, value) VALUES (%s, %s)"
             " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             (name, value),
         )
+        _record(conn, None, "key.rotated", None)
 
 
 # -- accounts -------------------------------------------------------------------
@@ -838,6 +840,29 @@ def clear_login_failures(conn: psycopg.Connection[Any], name: str, address: str)
     """Forget the failed logins of (name, address) and give back the address's attempt."""
     with transaction(conn):
         _forgive_attempt(conn, name, address)
+
+
+@_retried
+def forget_login_failures(
+    conn: psycopg.Connection[Any], name: str | None = None, address: str | None = None, target: str | None = None
+) -> int:
+    """Forget the failed logins of a name (from every address), of an address (under
+    every name, and its count across names), or of the two together, for the
+    operator's ``unlock``; record account.unlocked (``target``: the account named, if
+    any). Return how many (name, address) throttle rows went."""
+    if name is None and address is None:
+        raise ValueError("forget_login_failures needs a name, an address or both")
+    given = [(column, _key(value)) for column, value in (("name", name), ("address", address)) if value is not None]
+    with transaction(conn):
+        cursor = conn.execute(
+            "DELETE FROM login_failures WHERE " + " AND ".join(f"{column} = %s" for column, _ in given),
+            [value for _, value in given],
+        )
+        count = int(cursor.rowcount)
+        if address is not None and name is None:
+            conn.execute("DELETE FROM address_failures WHERE address = %s", (_key(address),)).rowcount
+        _record(conn, None, "account.unlocked", target)
+    return count
 
 
 def _key(value: str) -> str:

@@ -427,17 +427,8 @@ class Request:
 
     @property
     def address(self) -> str:
-        """The client's address as login throttling counts it: IPv6 by its /64 network."""
-        address = str(self.environ.get("REMOTE_ADDR") or "")
-        try:
-            parsed = ipaddress.ip_address(address)
-        except ValueError:
-            return address[:100]
-        if isinstance(parsed, ipaddress.IPv6Address):
-            if parsed.ipv4_mapped is not None:
-                return str(parsed.ipv4_mapped)
-            return str(ipaddress.IPv6Network((parsed, 64), strict=False))
-        return str(parsed)
+        """The client's address as login throttling counts it (``throttle_key``)."""
+        return throttle_key(str(self.environ.get("REMOTE_ADDR") or ""))
 
     def url(self, path: str) -> str:
         """An absolute path for ``path`` below the mount point (SCRIPT_NAME)."""
@@ -471,6 +462,19 @@ class Request:
             if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
                 raise HTTPError(400, f"Field '{name}' must be {TYPE_NAMES[kind]}")
         return data
+
+
+def throttle_key(address: str) -> str:
+    """A client address as login throttling counts it: IPv6 by its /64 network."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:100]
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
 
 
 TYPE_NAMES = MappingProxyType({str: "a string", bool: "true or false", int: "an integer"})

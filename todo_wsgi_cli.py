@@ -1,26 +1,38 @@
 """The operator's side of todo-wsgi: ``python -m todo_wsgi COMMAND`` and ``serve``.
 
-Owns the command line (argument parsing, prompts, the one-line ``error:``
-messages), logging set-up and serving under waitress. Imports the app
-(``todo_wsgi``) and is never imported by it: an embedder's ``import
-todo_wsgi`` pays for the request path only.
+Owns the command line (argument parsing, the environment file, prompts, the
+one-line ``error:`` messages), logging set-up and serving under waitress.
+Imports the app (``todo_wsgi``) and is never imported by it: an embedder's
+``import todo_wsgi`` pays for the request path only.
+
+Every failure of a command ends in one line on standard error, ``error: ...``,
+naming the cause and the file or address concerned, and a non-zero exit
+(argparse's usage line may come first for a mistyped command line).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import errno
 import getpass
 import logging
 import os
+import re
+import secrets
 import signal
+import sqlite3
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from todo_wsgi import (
+    SIGNING_KEY_NAME,
     HTTPError,
     Settings,
     TodoApp,
@@ -28,44 +40,357 @@ from todo_wsgi import (
     backend_for,
     create_app,
     hash_password,
+    iso_utc,
     password_problem,
+    throttle_key,
 )
+
+
+class CommandError(Exception):
+    """A failure the operator can act on: ``main`` prints it as one ``error:`` line."""
+
+
+def one_line(text: object) -> str:
+    """``text`` with every run of white space (libpq's messages hold newlines and tabs) as one space."""
+    return " ".join(str(text).split())
+
+
+def is_postgres(database: str) -> bool:
+    return database.startswith(("postgresql://", "postgres://"))
+
+
+def describe(database: str) -> str:
+    """The database as the operator should read it: an absolute path, or a URL without its password."""
+    if is_postgres(database):
+        return redact(database)
+    return str(Path(database.removeprefix("sqlite:///")).absolute())
+
+
+def redact(url: str) -> str:
+    """A database URL fit to print: any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+# -- the environment file ----------------------------------------------------------
+
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines as systemd's ``EnvironmentFile=`` reads them.
+
+    Blank lines and lines starting with ``#`` or ``;`` are skipped; white
+    space around the key and the value is dropped; a value in single quotes
+    is taken as it is, one in double quotes with ``\\"`` and ``\\\\`` unescaped.
+    No shell expansion, as in systemd.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CommandError(f"cannot read the environment file {path}: {reason}") from exc
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        key, equals, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not equals or not ENV_KEY.fullmatch(key):
+            raise CommandError(f"{path} line {number}: expected KEY=VALUE, got {one_line(raw)!r}")
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1]
+        elif len(value) >= 2 and value[0] == value[-1] == '"':
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        values[key] = value
+    return values
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Run the block with ``values`` in ``os.environ`` (over what was there), as systemd
+    starts the service; put the environment back afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# -- the database a command works on ---------------------------------------------------
+
+
+def check_database_path(database: str, must_exist: bool) -> bool:
+    """Refuse a SQLite path this process cannot use, before SQLite says something vaguer.
+
+    Return True when the database does not exist yet and will be created.
+    SQLite writes journal files beside the database (WAL mode), so its
+    directory must be writable even to read it.
+    """
+    if is_postgres(database):
+        return False
+    path = Path(describe(database))
+    directory = path.parent
+    if path.exists() and not path.is_file():
+        raise CommandError(f"the database {path} is not a file")
+    if not path.exists() and must_exist:
+        raise CommandError(f"no database at {path} (give --database, --env-file or TODO_DATABASE)")
+    if not directory.is_dir():
+        raise CommandError(f"cannot create the database {path}: there is no directory {directory}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        verb = "use" if path.exists() else "create"
+        raise CommandError(
+            f"cannot {verb} the database {path}: its directory {directory} is not writable by this user "
+            "(SQLite keeps its journal files there); run as the account that owns it"
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise CommandError(f"cannot use the database {path}: the file is not readable and writable by this user")
+    owner = directory.stat().st_uid
+    if os.geteuid() == 0 and owner != 0:
+        # Root could write, but the files SQLite makes (the database, its journals)
+        # would be root's, and the service running as the directory's owner could not.
+        name = _user_name(owner)
+        raise CommandError(
+            f"the database directory {directory} belongs to {name}: run this as that user "
+            f"(sudo -u {name} ...), so the files SQLite writes there stay {name}'s"
+        )
+    return not path.exists()
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def open_app(database: str | None) -> TodoApp:
+    """``create_app`` with the settings of the environment, its failures as CommandError."""
+    try:
+        return create_app(database=database)
+    except (ValueError, RuntimeError) as exc:
+        where = Settings.resolve(database=database).database
+        named = f" ({describe(where)})" if is_postgres(where) and describe(where) not in str(exc) else ""
+        raise CommandError(one_line(exc) + named) from exc
+    except sqlite3.DatabaseError as exc:  # the store opens the file at once
+        where = describe(Settings.resolve(database=database).database)
+        raise CommandError(
+            f"cannot open the database {where}: {exc} (not a SQLite database, or damaged: restore it from a backup)"
+        ) from exc
+    except Exception as exc:
+        where = Settings.resolve(database=database).database
+        if not is_postgres(where):
+            raise
+        # psycopg's own errors while the store checks and migrates (a role without rights, say).
+        raise CommandError(f"cannot use the PostgreSQL database {describe(where)}: {one_line(exc)}") from exc
+
+
+# -- prompts ----------------------------------------------------------------------------
 
 
 def read_new_password(stdin: Any = None) -> str:
     """One line from standard input when it is not a terminal, else asked twice."""
     stdin = stdin or sys.stdin
     if not stdin.isatty():
-        return str(stdin.readline()).rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Password (again): ") != first:
-        raise SystemExit("error: the passwords do not match")
+        line = str(stdin.readline())
+        if not line:
+            raise CommandError("no password: standard input ended before a line was read; nothing was changed")
+        return line.rstrip("\r\n")
+    try:
+        first = getpass.getpass("Password: ")
+        second = getpass.getpass("Password (again): ")
+    except (KeyboardInterrupt, EOFError) as exc:
+        raise CommandError("no password given (the prompt was interrupted); nothing was changed") from exc
+    if second != first:
+        raise CommandError("the passwords do not match; nothing was changed")
     return first
 
 
-def cmd_create_user(app: TodoApp, args: argparse.Namespace) -> int:
-    """Create an account from the command line."""
+def checked_password() -> str:
+    """A new password, read and held to the API's rules."""
     password = read_new_password()
-    try:
-        name = account_name(args.name)
-    except HTTPError as error:
-        print(f"error: {error.message.replace('Field ', '')}", file=sys.stderr)
-        return 1
     problem = password_problem(password)
     if problem:
-        print(f"error: {problem.replace('Field ', '')}", file=sys.stderr)
-        return 1
-    password_hash = hash_password(password, app.settings.pbkdf2_iterations)
+        raise CommandError(problem.replace("Field ", ""))
+    return password
+
+
+def find_account(app: TodoApp, name: str) -> dict[str, Any]:
+    with app.db.connection() as conn:
+        user = app.store.get_user_by_name(conn, name)
+    if user is None:
+        raise CommandError(f"no account is named {name!r} in {describe(app.settings.database)}")
+    return dict(user)
+
+
+# -- the commands -------------------------------------------------------------------------
+
+
+def cmd_create_user(app: TodoApp, args: argparse.Namespace) -> int:
+    """Create an account from the command line; say in which database."""
+    password_hash = hash_password(args.password, app.settings.pbkdf2_iterations)
     with app.db.connection() as conn:
         try:
-            user = app.store.create_user(conn, None, str(uuid.uuid4()), name, password_hash, args.admin)
-        except app.store.NameTaken:
-            print(f"error: the name {args.name!r} is already taken", file=sys.stderr)
-            return 1
+            user = app.store.create_user(conn, None, str(uuid.uuid4()), args.name, password_hash, args.admin)
+        except app.store.NameTaken as exc:
+            raise CommandError(f"the name {args.name!r} is already taken in {describe(app.settings.database)}") from exc
     role = "admin" if args.admin else "user"
-    print(f"created {role} {user['name']} ({user['public_id']})")
+    where = describe(app.settings.database)
+    new = " (a new database, created now)" if args.created else ""
+    print(f"created {role} {user['name']} ({user['public_id']}) in {where}{new}")
     return 0
 
+
+def cmd_list_users(app: TodoApp, args: argparse.Namespace) -> int:
+    """Print every account, one tab-separated line each: public id, role, name."""
+    with app.db.connection() as conn:
+        users = app.store.list_users(conn)
+    for user in users:
+        # Names hold no control characters, so a tab or newline never comes from one.
+        print(f"{user['public_id']}\t{'admin' if user['admin'] else 'user'}\t{user['name']}")
+    return 0
+
+
+def cmd_set_password(app: TodoApp, args: argparse.Namespace) -> int:
+    """Set an account's password from the command line; its tokens stop working."""
+    user = find_account(app, args.name)
+    password_hash = hash_password(checked_password(), app.settings.pbkdf2_iterations)
+    with app.db.connection() as conn:
+        if app.store.update_user(conn, None, user["public_id"], password_hash=password_hash) is None:
+            raise CommandError(f"the account {args.name!r} was deleted meanwhile")
+    print(f"password set for {user['name']} ({user['public_id']}); its sessions have ended")
+    return 0
+
+
+def cmd_delete_user(app: TodoApp, args: argparse.Namespace) -> int:
+    """Delete an account and its to-dos; never the last admin."""
+    user = find_account(app, args.name)
+    with app.db.connection() as conn:
+        try:
+            deleted = app.store.delete_user(conn, None, user["public_id"])
+        except app.store.LastAdmin as exc:
+            raise CommandError(f"{args.name!r} is the last admin; promote another account first") from exc
+    if not deleted:
+        raise CommandError(f"the account {args.name!r} was deleted meanwhile")
+    print(f"deleted {user['name']} ({user['public_id']}) and its to-dos; its sessions have ended")
+    return 0
+
+
+def cmd_promote(app: TodoApp, args: argparse.Namespace) -> int:
+    """Make an account an admin."""
+    return set_admin(app, args.name, True)
+
+
+def cmd_demote(app: TodoApp, args: argparse.Namespace) -> int:
+    """Take an account's admin rights; never the last admin's."""
+    return set_admin(app, args.name, False)
+
+
+def set_admin(app: TodoApp, name: str, admin: bool) -> int:
+    user = find_account(app, name)
+    with app.db.connection() as conn:
+        try:
+            updated = app.store.update_user(conn, None, user["public_id"], admin=admin)
+        except app.store.LastAdmin as exc:
+            raise CommandError(f"{name!r} is the last admin; promote another account first") from exc
+    if updated is None:
+        raise CommandError(f"the account {name!r} was deleted meanwhile")
+    print(f"{user['name']} ({user['public_id']}) is {'an admin' if admin else 'no longer an admin'}")
+    return 0
+
+
+def cmd_unlock(app: TodoApp, args: argparse.Namespace) -> int:
+    """Clear the login throttle of a name (every address, or one), or of an address."""
+    if args.name is None and args.address is None:
+        raise CommandError("unlock needs a NAME, --address ADDR, or both")
+    address = throttle_key(args.address) if args.address is not None else None
+    with app.db.connection() as conn:
+        account = app.store.get_user_by_name(conn, args.name) if args.name is not None else None
+        target = account["public_id"] if account is not None else None
+        count = app.store.forget_login_failures(conn, name=args.name, address=address, target=target)
+    whom = " from ".join(
+        part for part in (args.name and repr(args.name), args.address and f"address {args.address}") if part
+    )
+    print(f"unlocked {whom}: {count} throttle record(s) cleared")
+    return 0
+
+
+def cmd_backup(app: TodoApp, args: argparse.Namespace) -> int:
+    """Copy the database to a file, safely while it is being served."""
+    target = Path(args.path)
+    # Written beside the target and renamed into place: a failed backup
+    # leaves the previous one whole, and nobody sees a half-written copy.
+    partial = target.with_name(target.name + ".partial")
+    try:
+        partial.unlink(missing_ok=True)  # left by a backup that was killed
+        with app.db.connection() as conn:
+            app.store.backup(conn, str(partial))
+        os.replace(partial, target)
+    except RuntimeError as exc:  # PostgreSQL: the store says to use pg_dump
+        raise CommandError(str(exc)) from exc
+    except Exception as exc:
+        if not isinstance(exc, OSError) and not app.store.unavailable(exc):
+            raise
+        partial.unlink(missing_ok=True)
+        raise CommandError(f"cannot write {target}: {exc}") from exc
+    print(f"backed up {describe(app.settings.database)} to {target} ({target.stat().st_size} bytes)")
+    return 0
+
+
+def cmd_check(app: TodoApp, args: argparse.Namespace) -> int:
+    """Report the schema version and the database's integrity; 1 if anything is wrong."""
+    try:
+        with app.db.connection() as conn:
+            version = app.store.schema_version(conn)
+            problems = app.store.integrity_errors(conn)
+    except sqlite3.DatabaseError as exc:
+        raise CommandError(
+            f"the database {describe(app.settings.database)} is damaged ({exc}); restore it from a backup"
+        ) from exc
+    expected = app.store.SCHEMA_VERSION
+    if version != expected:
+        problems.insert(0, f"schema version {version}, but this code expects {expected}")
+    print(f"database: {describe(app.settings.database)}")
+    print(f"schema version: {version} (this code: {expected})")
+    for problem in problems:
+        print(f"problem: {problem}")
+    print("integrity: ok" if not problems else f"integrity: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def cmd_copy_to(app: TodoApp, args: argparse.Namespace) -> int:
+    """Copy this database into an empty one at URL: accounts, to-dos, signing key, sessions, audit trail."""
+    try:
+        target_store = backend_for(args.url)
+        target = target_store.open_database(args.url, 1)
+    except (ValueError, RuntimeError) as exc:
+        raise CommandError(one_line(exc)) from exc
+    try:
+        with app.db.connection() as source, target.connection() as conn:
+            counts = target_store.import_rows(conn, app.store.export_rows(source))
+    except ValueError as exc:  # the target is not empty
+        raise CommandError(str(exc)) from exc
+    finally:
+        target.close()
+    print(
+        f"copied {counts['users']} accounts, {counts['todos']} to-dos, the signing key and "
+        f"{counts['sessions']} sessions and {counts['audit_events']} audit events to {redact(args.url)}; "
+        "point TODO_DATABASE there and start the servers"
+    )
+    return 0
+
+
+# -- serving ------------------------------------------------------------------------------
 
 # waitress.serve's own default (it calls logging.basicConfig()), so the lines
 # read the same under ``serve`` and under ``waitress-serve``.
@@ -86,25 +411,48 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def listen_address(value: str) -> str:
+    """``--listen HOST:PORT``, checked here so a mistake is named, not served on another port."""
+    host, colon, port = value.rpartition(":")
+    example = f"127.0.0.1:{port if port.isdigit() else 8080}"
+    if not colon:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT; for example {example}")
+    if not host.strip("[]"):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} names no host; for example {example} (or 0.0.0.0:{port} for every interface)"
+        )
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r}: the port must be a number from 0 to 65535 (0: any free port)")
+    return value
+
+
+LISTEN_FAILURES = {
+    errno.EADDRINUSE: "the address is already in use (is another server running there?)",
+    errno.EADDRNOTAVAIL: "the address is not one of this machine's",
+    errno.EACCES: "permission denied (ports below 1024 need privileges)",
+}
+
+
 def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
     """Serve under waitress with limits that bound what one client can take."""
     import waitress
 
-    handler = configure_logging()
-    # SIGTERM stops waitress as Ctrl-C does (it catches SystemExit).
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     # waitress refuses trusted_proxy_headers=None: name the proxy settings only when a proxy is set.
     proxy = os.environ.get("TODO_TRUSTED_PROXY")
     proxy_settings: dict[str, Any] = {}
     if proxy:
         headers = os.environ.get("TODO_TRUSTED_PROXY_HEADERS", "x-forwarded-for")
         proxy_settings = {"trusted_proxy": proxy, "trusted_proxy_headers": headers}
+    handler = configure_logging()
+    # SIGTERM stops waitress as Ctrl-C does (its run() catches SystemExit).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        # waitress.serve binds first (where these errors come from), then serves until stopped.
         waitress.serve(
             app,
             listen=args.listen,
             threads=args.threads,
-            # Bounds on one client's reach (docs/security.md).
+            # Bounds on one client's reach (docs/security.md), derived from the settings.
             connection_limit=100,
             channel_timeout=30,
             max_request_header_size=16384,
@@ -113,201 +461,232 @@ def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
             clear_untrusted_proxy_headers=True,
             ident="todo-wsgi",
         )
+    except OSError as exc:
+        reason = LISTEN_FAILURES.get(exc.errno or 0, one_line(exc.strerror or exc))
+        raise CommandError(f"cannot listen on {args.listen}: {reason}") from exc
+    except ValueError as exc:  # waitress: a host name that does not resolve
+        raise CommandError(f"cannot listen on {args.listen}: {exc}") from exc
     finally:
         handler.close()
+        logging.getLogger().removeHandler(handler)
     return 0
 
 
-def cmd_list_users(app: TodoApp, args: argparse.Namespace) -> int:
-    """Print every account, one tab-separated line each: public id, role, name."""
+def cmd_rotate_key(app: TodoApp, args: argparse.Namespace) -> int:
+    """Store a new signing key; each server takes it up when it next starts."""
+    if app.settings.secret_key is not None:
+        raise CommandError(
+            "TODO_SECRET_KEY is set, so the stored key is not used: change TODO_SECRET_KEY instead and restart"
+        )
     with app.db.connection() as conn:
-        users = app.store.list_users(conn)
-    for user in users:
-        # Names hold no control characters, so a tab or newline never comes from one.
-        print(f"{user['public_id']}\t{'admin' if user['admin'] else 'user'}\t{user['name']}")
-    return 0
-
-
-def cmd_set_password(app: TodoApp, args: argparse.Namespace) -> int:
-    """Set an account's password from the command line; its tokens stop working."""
-    with app.db.connection() as conn:
-        user = app.store.get_user_by_name(conn, args.name)
-    if user is None:
-        print(f"error: no account is named {args.name!r}", file=sys.stderr)
-        return 1
-    password = read_new_password()
-    problem = password_problem(password)
-    if problem:
-        print(f"error: {problem.replace('Field ', '')}", file=sys.stderr)
-        return 1
-    password_hash = hash_password(password, app.settings.pbkdf2_iterations)
-    with app.db.connection() as conn:
-        if app.store.update_user(conn, None, user["public_id"], password_hash=password_hash) is None:
-            print(f"error: the account {args.name!r} was deleted meanwhile", file=sys.stderr)
-            return 1
-    print(f"password set for {user['name']} ({user['public_id']}); its sessions have ended")
-    return 0
-
-
-def cmd_backup(app: TodoApp, args: argparse.Namespace) -> int:
-    """Copy the database to a file, safely while it is being served."""
-    target = Path(args.path)
-    # Written beside the target and renamed into place: a failed backup
-    # leaves the previous one whole, and nobody sees a half-written copy.
-    partial = target.with_name(target.name + ".partial")
-    try:
-        partial.unlink(missing_ok=True)  # left by a backup that was killed
-        with app.db.connection() as conn:
-            app.store.backup(conn, str(partial))
-        os.replace(partial, target)
-    except RuntimeError as exc:  # PostgreSQL: the store says to use pg_dump
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:
-        if not isinstance(exc, OSError) and not app.store.unavailable(exc):
-            raise
-        partial.unlink(missing_ok=True)
-        print(f"error: cannot write {target}: {exc}", file=sys.stderr)
-        return 1
-    print(f"backed up {app.settings.database} to {target} ({target.stat().st_size} bytes)")
-    return 0
-
-
-def cmd_check(app: TodoApp, args: argparse.Namespace) -> int:
-    """Report the schema version and the database's integrity; 1 if anything is wrong."""
-    with app.db.connection() as conn:
-        version = app.store.schema_version(conn)
-        problems = app.store.integrity_errors(conn)
-    expected = app.store.SCHEMA_VERSION
-    if version != expected:
-        problems.insert(0, f"schema version {version}, but this code expects {expected}")
-    print(f"schema version: {version} (this code: {expected})")
-    for problem in problems:
-        print(f"problem: {problem}")
-    print("integrity: ok" if not problems else f"integrity: {len(problems)} problem(s)")
-    return 1 if problems else 0
-
-
-def cmd_copy_to(app: TodoApp, args: argparse.Namespace) -> int:
-    """Copy this database into an empty one at URL: accounts, to-dos, signing key, sessions."""
-    try:
-        target_store = backend_for(args.url)
-        target = target_store.open_database(args.url, 1)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    try:
-        with app.db.connection() as source, target.connection() as conn:
-            counts = target_store.import_rows(conn, app.store.export_rows(source))
-    except ValueError as exc:  # the target is not empty
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        target.close()
+        app.store.replace_secret(conn, SIGNING_KEY_NAME, secrets.token_urlsafe(48))
     print(
-        f"copied {counts['users']} accounts, {counts['todos']} to-dos, the signing key and "
-        f"{counts['sessions']} sessions to {redact(args.url)}; "
-        "point TODO_DATABASE there and start the servers"
+        f"stored a new signing key in {describe(app.settings.database)}; restart each server to take it up "
+        "(access tokens signed with the old key then stop working; sessions live on, so clients refresh)"
     )
     return 0
 
 
-def redact(url: str) -> str:
-    """A database URL fit to print: any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+def cmd_audit(app: TodoApp, args: argparse.Namespace) -> int:
+    """Print the audit trail, oldest first, one tab-separated line each."""
+    since = None
+    if args.since is not None:
+        try:
+            moment = datetime.datetime.fromisoformat(args.since)
+        except ValueError as exc:
+            raise CommandError(f"--since {args.since!r} is not an ISO 8601 time (e.g. 2026-12-01T00:00:00Z)") from exc
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        since = moment.timestamp()
+    with app.db.connection() as conn:
+        events = app.store.list_events(conn, since=since)
+    for event in reversed(events):
+        fields = (iso_utc(event["time"]), event["action"], event["actor"], event["target"], event["address"])
+        print("\t".join("-" if value is None else str(value) for value in fields))
+    return 0
 
+
+# -- the command line ---------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[[TodoApp, argparse.Namespace], int]] = {
     "create-user": cmd_create_user,
     "list-users": cmd_list_users,
     "set-password": cmd_set_password,
+    "delete-user": cmd_delete_user,
+    "promote": cmd_promote,
+    "demote": cmd_demote,
+    "unlock": cmd_unlock,
+    "rotate-key": cmd_rotate_key,
+    "audit": cmd_audit,
     "backup": cmd_backup,
     "check": cmd_check,
     "copy-to": cmd_copy_to,
     "serve": cmd_serve,
 }
 
+# Commands for a database that exists: a mistyped path must not create an
+# empty one, and then back it up or call it healthy.
+EXISTING_DATABASE_COMMANDS = frozenset(COMMANDS) - {"create-user", "serve"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its complaint as one ``error:`` line after the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\n")
+
+
+def version() -> str:
+    try:
+        return metadata.version("todo-wsgi")
+    except metadata.PackageNotFoundError:  # a checkout run without installing it
+        return "unknown (not installed)"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m todo_wsgi`` argument parser."""
-    parser = argparse.ArgumentParser(prog="python -m todo_wsgi", description="todo-wsgi operator commands")
-    parser.add_argument("--database", help="SQLite file or postgresql:// URL (default: $TODO_DATABASE or todo.db)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    create = commands.add_parser("create-user", help="create an account; password from stdin or prompted twice")
+    # --database and --env-file go before or after the command alike; given
+    # after it (SUPPRESS: not given there), they win over the ones before.
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--database",
+        default=argparse.SUPPRESS,
+        help="SQLite file or postgresql:// URL (default: $TODO_DATABASE or todo.db)",
+    )
+    common.add_argument(
+        "--env-file",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="read TODO_* settings from PATH (KEY=VALUE lines, as systemd's EnvironmentFile=) before the environment",
+    )
+    parser = Parser(prog="python -m todo_wsgi", description="todo-wsgi operator commands", parents=[common])
+    parser.add_argument("--version", action="version", version=f"todo-wsgi {version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=description or help, parents=[common])
+
+    create = command("create-user", "create an account; password from stdin or prompted twice")
     create.add_argument("name")
     create.add_argument("--admin", action="store_true", help="make the account an admin")
-    commands.add_parser(
+    command(
         "list-users",
-        help="list every account",
-        description="Print one tab-separated line per account: public id, role (admin or user), name.",
+        "list every account",
+        "Print one tab-separated line per account: public id, role (admin or user), name.",
     )
-    set_password = commands.add_parser(
+    set_password = command(
         "set-password",
-        help="set an account's password; password from stdin or prompted twice",
-        description="Set the password of the account NAME, read as one line from standard input when it is "
+        "set an account's password; password from stdin or prompted twice",
+        "Set the password of the account NAME, read as one line from standard input when it is "
         "not a terminal, else prompted twice. Every token issued to the account before stops working.",
     )
     set_password.add_argument("name")
-    backup = commands.add_parser(
+    delete = command("delete-user", "delete an account and its to-dos (never the last admin)")
+    delete.add_argument("name")
+    promote = command("promote", "make an account an admin")
+    promote.add_argument("name")
+    demote = command("demote", "take an account's admin rights (never the last admin's)")
+    demote.add_argument("name")
+    unlock = command(
+        "unlock",
+        "clear the login throttle of a name, an address, or a name from one address",
+        "Clear the failed-login counts of NAME from every address, of --address ADDR under every "
+        "name, or of NAME from ADDR when both are given. NAME is the name as typed at login.",
+    )
+    unlock.add_argument("name", nargs="?", default=None)
+    command(
+        "rotate-key",
+        "store a new signing key, taken up by each server when it next starts",
+        "Replace the signing key stored in the database. Each server takes it up when it next starts: "
+        "access tokens signed with the old key stop working there, sessions live on, so clients refresh. "
+        "Refused when TODO_SECRET_KEY is set (change that instead).",
+    )
+    audit = command(
+        "audit",
+        "print the audit trail, one event a line",
+        "Print the audit trail, oldest first, one tab-separated line per event: time (UTC), action, "
+        "actor, target, client address ('-' where there is none).",
+    )
+    audit.add_argument("--since", metavar="ISO-TIME", help="only events at or after this time, e.g. 2026-12-01T00:00Z")
+    unlock.add_argument("--address", metavar="ADDR", help="the client address (as in the access log)")
+    backup = command(
         "backup",
-        help="copy the SQLite database to PATH, safely while serving",
-        description="Copy the SQLite database to PATH with SQLite's online backup API: a consistent "
+        "copy the SQLite database to PATH, safely while serving",
+        "Copy the SQLite database to PATH with SQLite's online backup API: a consistent "
         "snapshot, safe while the service is running. PATH is replaced only once the copy is whole. "
         "On PostgreSQL, use pg_dump instead.",
     )
     backup.add_argument("path", metavar="PATH")
-    commands.add_parser(
+    command(
         "check",
-        help="check the database's integrity and schema version",
-        description="Run the database's integrity check and compare its schema version with this code's; "
-        "exit 1 if anything is wrong.",
+        "check the database's integrity and schema version",
+        "Open the database (applying any migration this code brings), run its integrity check and "
+        "compare its schema version with this code's; exit 1 if anything is wrong.",
     )
-    copy_to = commands.add_parser(
+    copy_to = command(
         "copy-to",
-        help="copy this database into an empty one at URL (the move to PostgreSQL)",
-        description="Copy every account (with its password hash and public id), every to-do "
-        "(with its id), the signing key and the live sessions into the empty database at URL, in one "
+        "copy this database into an empty one at URL (the move to PostgreSQL)",
+        "Copy every account (with its password hash and public id), every to-do (with its id), the "
+        "signing key, the live sessions and the audit trail into the empty database at URL, in one "
         "transaction; refuse one that already holds accounts or to-dos. Tokens issued before the copy "
         "work against it. Stop the servers first: writes made during the copy are not carried.",
     )
     copy_to.add_argument("url", metavar="URL", help="postgresql://USER:PASSWORD@HOST/DB (or a SQLite file)")
-    serve = commands.add_parser("serve", help="serve the API under waitress")
-    serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
-    # 4, from bench/threads.py (README, "Performance"): as many requests/s as 2 or 8
+    serve = command("serve", "serve the API under waitress")
+    serve.add_argument(
+        "--listen",
+        type=listen_address,
+        default="127.0.0.1:8080",
+        help="HOST:PORT (default 127.0.0.1:8080; port 0: any free port)",
+    )
+    # 4, from bench/threads.py (docs/performance.md): as many requests/s as 2 or 8
     # on 2 cores, and two logins hashing at once still leave two threads serving.
     serve.add_argument("--threads", type=int, default=4, help="waitress worker threads (default 4)")
     return parser
 
 
-# Commands for a database that exists: a mistyped path must not create an
-# empty one, and then back it up or call it healthy.
-EXISTING_DATABASE_COMMANDS = frozenset({"list-users", "set-password", "backup", "check", "copy-to"})
-
-
-def require_existing(database: str) -> None:
-    """Raise if ``database`` names a SQLite file that is not there."""
-    path = database.removeprefix("sqlite:///")
-    if not database.startswith(("postgresql://", "postgres://")) and not Path(path).is_file():
-        raise RuntimeError(f"no database at {path} (give --database or TODO_DATABASE)")
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command with its settings in the environment."""
+    try:
+        database = Settings.resolve(database=args.database).database
+    except ValueError as exc:  # a setting that is not a number, say
+        where = f" (from {args.env_file})" if args.env_file else ""
+        raise CommandError(f"{one_line(exc)}{where}") from exc
+    created = check_database_path(database, must_exist=args.command in EXISTING_DATABASE_COMMANDS)
+    if args.command == "create-user":
+        # Asked before the database is opened: an interrupted prompt leaves no new file behind.
+        try:
+            args.name = account_name(args.name)
+        except HTTPError as error:
+            raise CommandError(error.message.replace("Field ", "")) from error
+        args.password = checked_password()
+        args.created = created
+    app = open_app(args.database)
+    try:
+        return COMMANDS[args.command](app, args)
+    except Exception as exc:
+        if not app.store.unavailable(exc):
+            raise
+        raise CommandError(f"the database {describe(database)} cannot be used: {one_line(exc)}") from exc
+    finally:
+        app.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one operator command; return its exit status."""
     args = build_parser().parse_args(argv)
+    args.database, args.env_file = getattr(args, "database", None), getattr(args, "env_file", None)
     try:
-        if args.command in EXISTING_DATABASE_COMMANDS:
-            require_existing(Settings.resolve(database=args.database).database)
-        app = create_app(database=args.database)
-    except (ValueError, RuntimeError) as exc:
+        values = read_env_file(args.env_file) if args.env_file else {}
+        with environment(values):
+            return run(args)
+    except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    try:
-        return COMMANDS[args.command](app, args)
-    finally:
-        app.close()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

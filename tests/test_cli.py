@@ -99,13 +99,13 @@ def test_create_user_on_a_terminal_asks_twice_and_creates_the_account(run_comman
 
 
 def test_create_user_on_a_terminal_with_passwords_that_differ_exits_1_and_creates_nothing(
-    database, client, monkeypatch
+    database, client, monkeypatch, capsys
 ):
     answers = iter([PASSWORD, PASSWORD + "x"])
     monkeypatch.setattr(getpass, "getpass", lambda prompt: next(answers))
     monkeypatch.setattr(sys, "stdin", Terminal())
-    with pytest.raises(SystemExit, match="the passwords do not match"):
-        todo_wsgi_cli.main(["--database", database, "create-user", "carol"])
+    assert todo_wsgi_cli.main(["--database", database, "create-user", "carol"]) == 1
+    assert "error: the passwords do not match" in capsys.readouterr().err
     client.post("/login", headers=basic("carol", PASSWORD), status=401)
 
 

@@ -154,7 +154,11 @@ def test_check_reports_the_schema_version_and_integrity_ok(
     result = run_command(database, "check")
     assert result.returncode == 0, result.stdout + result.stderr
     version = app.store.SCHEMA_VERSION
-    assert result.stdout.splitlines() == [f"schema version: {version} (this code: {version})", "integrity: ok"]
+    assert result.stdout.splitlines() == [
+        f"database: {todo_wsgi_cli.describe(database)}",
+        f"schema version: {version} (this code: {version})",
+        "integrity: ok",
+    ]
 
 
 @pytest.mark.sqlite_only
@@ -194,3 +198,121 @@ def test_commands_on_a_missing_database_exit_1_without_creating_it(
     assert result.returncode == 1
     assert f"no database at {missing}" in result.stderr
     assert not missing.exists()
+
+
+def failures(app: todo_wsgi.TodoApp, *pairs: tuple[str, str]) -> None:
+    """Count one failed login for each (name, address)."""
+    with app.db.connection() as conn:
+        for name, address in pairs:
+            app.store.count_login_attempt(conn, name, address, time.time(), 900)
+
+
+def throttled(app: todo_wsgi.TodoApp) -> set[tuple[str, str]]:
+    """The (name, address) pairs with a count, read as the next failed login sees them."""
+    with app.db.connection() as conn:
+        names = [("alice", "10.0.0.1"), ("alice", "10.0.0.2"), ("bob", "10.0.0.1"), ("bob", "10.0.0.2")]
+        return {
+            (name, address)
+            for name, address in names
+            if app.store.count_login_attempt(conn, name, address, time.time(), 900)[0] > 1
+        }
+
+
+@pytest.mark.parametrize(
+    ("args", "left", "cleared"),
+    [
+        (["alice"], {("bob", "10.0.0.1"), ("bob", "10.0.0.2")}, 2),
+        (["alice", "--address", "10.0.0.1"], {("alice", "10.0.0.2"), ("bob", "10.0.0.1"), ("bob", "10.0.0.2")}, 1),
+        (["--address", "10.0.0.1"], {("alice", "10.0.0.2"), ("bob", "10.0.0.2")}, 2),
+    ],
+)
+def test_unlock_clears_the_login_throttle_of_a_name_an_address_or_both(
+    run_command: RunCommand,
+    database: str,
+    app: todo_wsgi.TodoApp,
+    args: list[str],
+    left: set[tuple[str, str]],
+    cleared: int,
+) -> None:
+    failures(app, ("alice", "10.0.0.1"), ("alice", "10.0.0.2"), ("bob", "10.0.0.1"), ("bob", "10.0.0.2"))
+    result = run_command(database, "unlock", *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(f": {cleared} throttle record(s) cleared\n")
+    assert throttled(app) == left
+
+
+def test_unlock_lets_a_locked_out_account_log_in_again(
+    run_command: RunCommand, database: str, make_app: Callable[..., todo_wsgi.TodoApp]
+) -> None:
+    app = make_app(login_max_failures=2)
+    client = TestApp(validator(app))
+    add_account(app, "alice", USER_PASSWORD)
+    for _ in range(2):
+        client.post("/login", headers=basic("alice", "wrong-password"), status=401)
+    client.post("/login", headers=basic("alice", USER_PASSWORD), status=429)
+    result = run_command(database, "unlock", "alice")
+    assert result.returncode == 0, result.stderr
+    client.post("/login", headers=basic("alice", USER_PASSWORD), status=200)
+
+
+def test_unlock_without_a_name_or_address_exits_1(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp
+) -> None:
+    result = run_command(database, "unlock")
+    assert result.returncode == 1
+    assert result.stderr == "error: unlock needs a NAME, --address ADDR, or both\n"
+
+
+def test_delete_user_deletes_the_account_and_its_to_dos_and_ends_its_tokens(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp, client: TestApp
+) -> None:
+    add_account(app, "admin", ADMIN_PASSWORD, admin=True)
+    alice = add_account(app, "alice", USER_PASSWORD)
+    token = login(client, "alice", USER_PASSWORD)
+    client.post_json("/todo", {"text": "buy milk"}, headers={"x-access-token": token}, status=201)
+    result = run_command(database, "delete-user", "alice")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"deleted alice ({alice['public_id']}) and its to-dos; its sessions have ended\n"
+    client.get("/me", headers={"x-access-token": token}, status=401)
+    with app.db.connection() as conn:
+        assert app.store.get_user_by_name(conn, "alice") is None
+
+
+@pytest.mark.parametrize("command", ["delete-user", "demote"])
+def test_delete_user_and_demote_refuse_the_last_admin(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp, command: str
+) -> None:
+    add_account(app, "admin", ADMIN_PASSWORD, admin=True)
+    result = run_command(database, command, "admin")
+    assert result.returncode == 1
+    assert result.stderr == "error: 'admin' is the last admin; promote another account first\n"
+    with app.db.connection() as conn:
+        assert app.store.get_user_by_name(conn, "admin")["admin"] is True
+
+
+def test_promote_then_demote_changes_admin_rights_at_once(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp, client: TestApp
+) -> None:
+    add_account(app, "admin", ADMIN_PASSWORD, admin=True)
+    alice = add_account(app, "alice", USER_PASSWORD)
+    headers = {"x-access-token": login(client, "alice", USER_PASSWORD)}
+    client.get("/user", headers=headers, status=403)
+    result = run_command(database, "promote", "alice")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"alice ({alice['public_id']}) is an admin\n"
+    client.get("/user", headers=headers, status=200)
+    assert run_command(database, "demote", "admin").returncode == 0  # alice is an admin now: not the last
+    result = run_command(database, "demote", "alice")
+    assert result.returncode == 1 and "last admin" in result.stderr
+    run_command(database, "promote", "admin")
+    assert run_command(database, "demote", "alice").stdout == f"alice ({alice['public_id']}) is no longer an admin\n"
+    client.get("/user", headers=headers, status=403)
+
+
+@pytest.mark.parametrize("command", ["delete-user", "promote", "demote"])
+def test_account_commands_on_an_unknown_name_exit_1_naming_the_database(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp, command: str
+) -> None:
+    result = run_command(database, command, "nobody")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no account is named 'nobody' in ")
