@@ -914,7 +914,7 @@ def forget_login_failures(
         )
         count = int(cursor.rowcount)
         if address is not None and name is None:
-            conn.execute("DELETE FROM address_failures WHERE address = ?", (address,)).rowcount
+            conn.execute("DELETE FROM address_failures WHERE address = ?", (address,))
         _record(conn, None, "account.unlocked", target)
     return count
 
@@ -993,6 +993,21 @@ def create_todo(
     return todo
 
 
+def _passes(
+    conn: sqlite3.Connection, owner_id: int | None, todo_id: int | None, check: Callable[[dict[str, Any]], None]
+) -> bool:
+    """Inside a to-do's write: False if the owner has no such to-do, else run ``check`` on it as it stands."""
+    current = todo_from_row(
+        conn.execute(
+            "SELECT id, text, complete FROM todos WHERE id = ? AND owner_id = ?", (todo_id, owner_id)
+        ).fetchone()
+    )
+    if current is None:
+        return False
+    check(current)
+    return True
+
+
 def update_todo(
     conn: sqlite3.Connection,
     caller: Caller,
@@ -1010,15 +1025,8 @@ def update_todo(
     with transaction(conn):
         owner_id = _check_caller(conn, caller, admin=False)
         found = todo_id if todo_id <= MAX_ID else None
-        if check is not None:
-            current = todo_from_row(
-                conn.execute(
-                    "SELECT id, text, complete FROM todos WHERE id = ? AND owner_id = ?", (found, owner_id)
-                ).fetchone()
-            )
-            if current is None:
-                return None
-            check(current)
+        if check is not None and not _passes(conn, owner_id, found, check):
+            return None
         row = conn.execute(
             "UPDATE todos SET text = coalesce(?, text), complete = coalesce(?, complete)"
             " WHERE id = ? AND owner_id = ? RETURNING id, text, complete",
@@ -1034,15 +1042,8 @@ def delete_todo(
     with transaction(conn):
         owner_id = _check_caller(conn, caller, admin=False)
         found = todo_id if todo_id <= MAX_ID else None
-        if check is not None:
-            current = todo_from_row(
-                conn.execute(
-                    "SELECT id, text, complete FROM todos WHERE id = ? AND owner_id = ?", (found, owner_id)
-                ).fetchone()
-            )
-            if current is None:
-                return False
-            check(current)
+        if check is not None and not _passes(conn, owner_id, found, check):
+            return False
         deleted = conn.execute("DELETE FROM todos WHERE id = ? AND owner_id = ?", (found, owner_id)).rowcount
     return deleted > 0
 

@@ -323,7 +323,6 @@ def _retried(function: Callable[..., _T]) -> Callable[..., _T]:
 
 
 def migrate(conn: psycopg.Connection[Any]) -> int:
-    """Bring the schema to SCHEMA_VERSION; return the version found before."""
     found: int | None = None
     while True:
         with transaction(conn):
@@ -349,12 +348,10 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:
-    """Return the schema version recorded in the database."""
     return int(_one(conn.execute("SELECT version FROM schema_version"))[0])
 
 
 def ping(conn: psycopg.Connection[Any]) -> None:
-    """Raise if the database does not answer a trivial query."""
     conn.execute("SELECT 1 FROM users LIMIT 1").fetchall()
 
 
@@ -408,8 +405,6 @@ def get_or_create_secret(conn: psycopg.Connection[Any], name: str, candidate: st
 
 @_retried
 def replace_secret(conn: psycopg.Connection[Any], name: str, value: str) -> None:
-    """Store ``value`` as the secret ``name``, replacing any stored one (the operator's
-    rotate-key; recorded as key.rotated)."""
     with transaction(conn):
         conn.execute(
             "INSERT INTO app_secrets (name, value) VALUES (%s, %s)"
@@ -429,7 +424,6 @@ def _has_nul(*values: str) -> bool:
 
 
 def session_account(conn: psycopg.Connection[Any], session_id: str, public_id: str) -> dict[str, Any] | None:
-    """The account of a live session, if the session exists and belongs to ``public_id``."""
     if _has_nul(session_id, public_id):
         return None
     row = conn.execute(
@@ -441,7 +435,6 @@ def session_account(conn: psycopg.Connection[Any], session_id: str, public_id: s
 
 
 def get_login(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None:
-    """The account named ``name`` (else named its NFC form) with its password hash, or None."""
     if _has_nul(name):
         return None
     row = conn.execute(
@@ -453,21 +446,18 @@ def get_login(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None
 
 
 def list_users(conn: psycopg.Connection[Any], limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
-    """Return accounts in creation order; ``limit`` -1 means all."""
     # LIMIT NULL is LIMIT ALL; PostgreSQL refuses SQLite's -1.
     rows = conn.execute(SELECT_ACCOUNT + " ORDER BY u.id LIMIT %s OFFSET %s", (_limit(limit), offset))
     return [a for a in map(account_from_row, rows) if a is not None]
 
 
 def get_user(conn: psycopg.Connection[Any], public_id: str) -> dict[str, Any] | None:
-    """Return the account with ``public_id``, or None."""
     if _has_nul(public_id):
         return None
     return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE u.public_id = %s", (public_id,)).fetchone())
 
 
 def get_user_by_name(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | None:
-    """Return the account named exactly ``name``, or None."""
     if _has_nul(name):
         return None
     return account_from_row(conn.execute(SELECT_ACCOUNT + " WHERE u.name = %s", (name,)).fetchone())
@@ -634,15 +624,6 @@ def start_session(
     name: str = "",
     address: str = "",
 ) -> bool:
-    """Start the session ``caller`` names for the account whose password hash was verified.
-
-    One transaction, only if the hash is still ``verified_hash``: a password
-    changed while the login was hashing wins, and no session starts (False).
-    Stores the session's first refresh token (its hash), ``stronger_hash``
-    (the same password at today's cost) in place of the old one, clears the
-    failed logins of (name, address) (the throttle's keys) and gives back the
-    attempt counted against the address; records login.succeeded.
-    """
     with transaction(conn):
         started = conn.execute(
             "INSERT INTO sessions (id, user_id, expires_at)"
@@ -663,13 +644,6 @@ def start_session(
 def refresh_session(
     conn: psycopg.Connection[Any], spent_hash: str, new_hash: str, now: float, address: str | None
 ) -> tuple[dict[str, Any], str, float] | None:
-    """Spend a refresh token and store its successor, in one transaction.
-
-    Return (account, session id, session end) for a live token. None for an
-    unknown token or a session past its end; a token already spent means it
-    was stolen or replayed (RFC 9700 4.14.2): its whole session ends, every
-    token issued in it included, and session.revoked is recorded.
-    """
     with transaction(conn):
         row = conn.execute(
             "SELECT r.session_id, r.spent, s.expires_at, " + ACCOUNT_COLUMNS + " FROM refresh_tokens r"
@@ -693,7 +667,6 @@ def refresh_session(
 
 @_retried
 def end_session(conn: psycopg.Connection[Any], caller: Caller) -> bool:
-    """End the caller's session (log out): every token issued in it stops working. False if it had ended."""
     with transaction(conn):
         ended = conn.execute("DELETE FROM sessions WHERE id = %s", (caller.session_id,)).rowcount > 0
         if ended:
@@ -703,8 +676,6 @@ def end_session(conn: psycopg.Connection[Any], caller: Caller) -> bool:
 
 @_retried
 def prune(conn: psycopg.Connection[Any], now: float, events_before: float) -> None:
-    """Delete sessions past their end (their refresh tokens go with them) and audit events
-    older than ``events_before``. Run along with logins, so no separate job is needed."""
     with transaction(conn):
         conn.execute("DELETE FROM sessions WHERE expires_at <= %s", (now,))
         conn.execute("DELETE FROM audit_events WHERE time < %s", (events_before,))
@@ -714,7 +685,6 @@ def prune(conn: psycopg.Connection[Any], now: float, events_before: float) -> No
 
 
 def _record(conn: psycopg.Connection[Any], caller: Caller | None, action: str, target: str | None) -> None:
-    """Write one audit event inside the current transaction; ``caller`` None is the operator."""
     actor: str | None
     if caller is None:
         actor, address, when = "cli", None, time.time()
@@ -728,7 +698,6 @@ def _record(conn: psycopg.Connection[Any], caller: Caller | None, action: str, t
 
 @_retried
 def record_event(conn: psycopg.Connection[Any], caller: Caller | None, action: str, target: str | None) -> None:
-    """Write one audit event in a transaction of its own (a refused login; an operator's command)."""
     with transaction(conn):
         _record(conn, caller, action, target)
 
@@ -743,7 +712,6 @@ def list_events(
     target: str | None = None,
     since: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Audit events, newest first, a page at a time, filtered by any of action, actor, target and time."""
     if _has_nul(*(value for value in (action, actor, target) if value is not None)):
         return []
     where, values = event_filters(action, actor, target, since, "%s")
@@ -760,14 +728,6 @@ def list_events(
 
 
 def _claim(conn: psycopg.Connection[Any], owner: str, once: Once) -> str | None:
-    """Inside a create's transaction: claim ``once.key`` for ``owner`` and return None, or
-    return the kept answer of the key's first use (its request was the same one).
-
-    Raise KeyReused for another request under the key, KeyInProgress while its first
-    use has not finished. A claim conflicting with one not yet committed waits for it
-    (the unique key), so concurrent retries are answered in turn. Keys past their day
-    are forgotten here, so no separate job prunes them.
-    """
     conn.execute("DELETE FROM idempotency_keys WHERE created_at < %s", (once.expired_before,))
     claimed = conn.execute(
         "INSERT INTO idempotency_keys (owner, key, fingerprint, created_at) VALUES (%s, %s, %s, %s)"
@@ -789,7 +749,6 @@ def _claim(conn: psycopg.Connection[Any], owner: str, once: Once) -> str | None:
 
 
 def _keep(conn: psycopg.Connection[Any], owner: str, once: Once, created: dict[str, Any]) -> None:
-    """Keep the answer of a key's first use, in the create's transaction."""
     answer = once.answer(created)
     conn.execute("UPDATE idempotency_keys SET answer = %s WHERE owner = %s AND key = %s", (answer, owner, once.key))
 
@@ -837,7 +796,6 @@ def _forgive_attempt(conn: psycopg.Connection[Any], name: str, address: str) -> 
 
 @_retried
 def clear_login_failures(conn: psycopg.Connection[Any], name: str, address: str) -> None:
-    """Forget the failed logins of (name, address) and give back the address's attempt."""
     with transaction(conn):
         _forgive_attempt(conn, name, address)
 
@@ -846,10 +804,6 @@ def clear_login_failures(conn: psycopg.Connection[Any], name: str, address: str)
 def forget_login_failures(
     conn: psycopg.Connection[Any], name: str | None = None, address: str | None = None, target: str | None = None
 ) -> int:
-    """Forget the failed logins of a name (from every address), of an address (under
-    every name, and its count across names), or of the two together, for the
-    operator's ``unlock``; record account.unlocked (``target``: the account named, if
-    any). Return how many (name, address) throttle rows went."""
     if name is None and address is None:
         raise ValueError("forget_login_failures needs a name, an address or both")
     given = [(column, _key(value)) for column, value in (("name", name), ("address", address)) if value is not None]
@@ -860,7 +814,7 @@ def forget_login_failures(
         )
         count = int(cursor.rowcount)
         if address is not None and name is None:
-            conn.execute("DELETE FROM address_failures WHERE address = %s", (_key(address),)).rowcount
+            conn.execute("DELETE FROM address_failures WHERE address = %s", (_key(address),))
         _record(conn, None, "account.unlocked", target)
     return count
 
@@ -901,7 +855,6 @@ def session_account_with_todos(
 def session_account_with_todo(
     conn: psycopg.Connection[Any], session_id: str, public_id: str, todo_id: int
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """session_account's answer and that account's to-do ``todo_id`` (None if it has none such), in one statement."""
     if _has_nul(session_id, public_id):
         return None, None
     row = conn.execute(
@@ -938,6 +891,21 @@ def create_todo(
     return todo
 
 
+def _passes(
+    conn: psycopg.Connection[Any], owner_id: int | None, todo_id: int | None, check: Callable[[dict[str, Any]], None]
+) -> bool:
+    """Inside a to-do's write: False if the owner has no such to-do, else run ``check`` on it as it stands."""
+    current = todo_from_row(
+        conn.execute(
+            "SELECT id, text, complete FROM todos WHERE id = %s AND owner_id = %s FOR UPDATE", (todo_id, owner_id)
+        ).fetchone()
+    )
+    if current is None:
+        return False
+    check(current)
+    return True
+
+
 @_retried
 def update_todo(
     conn: psycopg.Connection[Any],
@@ -948,23 +916,11 @@ def update_todo(
     complete: bool | None = None,
     check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any] | None:
-    """Change the text and/or completion of the caller's to-do; None if it has none such.
-
-    ``check(todo)``, given, is called with the to-do as it stands: whatever it
-    raises refuses the change (a precondition, decided inside the transaction).
-    """
     with transaction(conn):
         owner_id = _check_caller(conn, caller, admin=False)
         found = todo_id if todo_id <= MAX_ID else None
-        if check is not None:
-            current = todo_from_row(
-                conn.execute(
-                    "SELECT id, text, complete FROM todos WHERE id = %s AND owner_id = %s FOR UPDATE", (found, owner_id)
-                ).fetchone()
-            )
-            if current is None:
-                return None
-            check(current)
+        if check is not None and not _passes(conn, owner_id, found, check):
+            return None
         row = conn.execute(
             "UPDATE todos SET text = coalesce(%s, text), complete = coalesce(%s, complete)"
             " WHERE id = %s AND owner_id = %s RETURNING id, text, complete",
@@ -977,19 +933,11 @@ def update_todo(
 def delete_todo(
     conn: psycopg.Connection[Any], caller: Caller, todo_id: int, check: Callable[[dict[str, Any]], None] | None = None
 ) -> bool:
-    """Delete the caller's to-do; False if it has none such. ``check`` as for update_todo."""
     with transaction(conn):
         owner_id = _check_caller(conn, caller, admin=False)
         found = todo_id if todo_id <= MAX_ID else None
-        if check is not None:
-            current = todo_from_row(
-                conn.execute(
-                    "SELECT id, text, complete FROM todos WHERE id = %s AND owner_id = %s FOR UPDATE", (found, owner_id)
-                ).fetchone()
-            )
-            if current is None:
-                return False
-            check(current)
+        if check is not None and not _passes(conn, owner_id, found, check):
+            return False
         deleted = conn.execute("DELETE FROM todos WHERE id = %s AND owner_id = %s", (found, owner_id)).rowcount
     return deleted > 0
 
