@@ -55,6 +55,8 @@ bench: $(TEST_STAMP)
 	$(BIN)/python bench/threads.py --server-cpu last
 	$(BIN)/python bench/threads.py
 	$(BIN)/python bench/pg_bench.py
+	$(BIN)/python bench/login_flood.py
+	$(BIN)/python bench/full_account.py
 
 # Cost and memory as the data grows (1,000,000 to-dos; about 2 minutes).
 bench-scale: $(TEST_STAMP)

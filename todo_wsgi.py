@@ -269,7 +269,7 @@ class TodoApp:
             # including those to no or an unlisted origin.
             headers = headers + [("Vary", "Origin")] + (cors_headers(origin or "") if cors else [])
         # Tokens and private data are never kept by a cache (the client's files say otherwise).
-        if not (headers and any(name == "Cache-Control" for name, _ in headers)):
+        if not (isinstance(body, bytes) and any(name == "Cache-Control" for name, _ in headers)):
             headers.append(("Cache-Control", "no-store"))
         if status == 204:
             payload, response_headers = b"", [("Content-Length", "0"), *headers]
@@ -750,7 +750,7 @@ def authenticate(req: Request, read: Callable[..., Any] | None = None, *args: An
         raise HTTPError(401, "Token is missing!", [("WWW-Authenticate", "Bearer")])
     now = req.app.clock()
     claims = decode_token(req.app, token, now)
-    req.caller = store.Caller(claims["sid"], claims["public_id"], req.client, now)
+    req.caller = store.Caller(claims["sid"], claims["public_id"], req.environ.get("REMOTE_ADDR") or None, now)
     if read is None:
         account, data = req.store.session_account(req.conn, claims["sid"], claims["public_id"]), None
     else:

@@ -104,7 +104,7 @@ def make_app(database: str, iterations: int = LOGIN_ITERATIONS, **settings: Any)
 
 def add_account(app: todo_wsgi.TodoApp, name: str, password_hash: str, admin: bool = False) -> dict[str, Any]:
     with app.db.connection() as conn:
-        return app.store.create_user(conn, str(uuid.uuid4()), name, password_hash, admin)  # type: ignore[no-any-return]
+        return app.store.create_user(conn, None, str(uuid.uuid4()), name, password_hash, admin)  # type: ignore[no-any-return]
 
 
 def environ(

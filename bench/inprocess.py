@@ -37,8 +37,8 @@ CATEGORIES: list[tuple[str, Callable[[tuple[str, int, str]], bool]]] = [
     ("routing", lambda f: f[0].endswith("router.py")),
     ("token decode", lambda f: f[2] in ("decode_token", "read_token", "verify_token")),
     # A list or a get reads the account check and its data in one statement.
-    ("account+data", lambda f: f[0].endswith("store.py") and f[2].startswith("token_account_with")),
-    ("account check", lambda f: f[0].endswith("store.py") and f[2] == "get_token_account"),
+    ("account+data", lambda f: f[0].endswith("store.py") and f[2].startswith("session_account_with")),
+    ("account check", lambda f: f[0].endswith("store.py") and f[2] == "session_account"),
     ("store", lambda f: f[0].endswith("store.py")),
     ("json encode", lambda f: f[2] in ("encode", "iterencode")),
     ("body parse", lambda f: f[2] == "parse_json"),
