@@ -67,11 +67,15 @@ def describe(database: str) -> str:
 
 
 def redact(url: str) -> str:
-    """A database URL fit to print: any password replaced by ***."""
+    """A database URL fit to print: the password replaced by ***, in the user-info and in a
+    ``password=`` query parameter alike (libpq reads either)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    pairs = parts.query.split("&") if parts.query else []
+    query = "&".join("password=***" if pair.partition("=")[0].lower() == "password" else pair for pair in pairs)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 # -- the environment file ----------------------------------------------------------
