@@ -79,6 +79,16 @@ def test_copy_to_moves_everything_so_tokens_issued_before_work_after(
     moved.post("/login", headers=basic("bob", "bob-password-2"), status=200)
 
 
+def test_copy_to_carries_the_audit_trail_and_refresh_tokens(database, world, target, make_app, client, capsys):
+    pair = client.post("/login", headers=basic("alice", USER_PASSWORD), status=200).json
+    admin = {"x-access-token": login(client, "admin", ADMIN_PASSWORD)}
+    before = client.get("/audit", params={"limit": 1000}, headers=admin, status=200).json["events"]
+    assert copy_to(database, target, capsys)[0] == 0
+    moved = TestApp(validator(make_app(database=target)))
+    assert moved.get("/audit", params={"limit": 1000}, headers=admin, status=200).json["events"] == before
+    moved.post_json("/refresh", {"refresh_token": pair["refresh_token"]}, status=200)
+
+
 def test_copy_to_hands_out_no_used_id_again(database, world, target, make_app, capsys):
     assert copy_to(database, target, capsys)[0] == 0
     moved = TestApp(validator(make_app(database=target)))
