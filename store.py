@@ -188,6 +188,8 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # Sessions replace the logout deny-list and the password cut-off: a token
     # names its session, and logging out, a password change or deleting the
     # account deletes sessions. Tokens issued before this step stop working.
+    # A session is kept by the SHA-256 of its id and of its current refresh
+    # token: a copy of the database holds neither.
     # Names become unique by their NFKC case fold. Failed logins are also
     # counted per client address, across names. Sessions are read by id on every
     # request: WITHOUT ROWID makes that one B-tree search, not two.
@@ -195,7 +197,8 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     CREATE TABLE sessions (
         id TEXT PRIMARY KEY,
         user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-        expires_at REAL NOT NULL
+        expires_at REAL NOT NULL,
+        refresh_hash TEXT NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX sessions_user ON sessions (user_id);
     CREATE INDEX sessions_expiry ON sessions (expires_at);
@@ -211,15 +214,8 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """,
     _fill_name_keys,
     "CREATE UNIQUE INDEX users_name_fold ON users (name_key)",
-    # Refresh tokens (only their hashes) of sessions, spent ones kept to catch a
-    # replay; the audit trail.
+    # The audit trail.
     """
-    CREATE TABLE refresh_tokens (
-        hash TEXT PRIMARY KEY,
-        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        spent INTEGER NOT NULL DEFAULT 0 CHECK (spent IN (0, 1))
-    );
-    CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
     CREATE TABLE audit_events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         time REAL NOT NULL,
@@ -492,13 +488,12 @@ def todo_from_row(row: Any) -> dict[str, Any] | None:
     return {"id": row[0], "text": row[1], "complete": bool(row[2])}
 
 
-def session_account(conn: sqlite3.Connection, session_id: str, public_id: str) -> dict[str, Any] | None:
-    """The account of a live session, if the session exists and belongs to ``public_id``."""
+def session_account(conn: sqlite3.Connection, session_id: str, public_id: str, now: float) -> dict[str, Any] | None:
+    """The account of a session live at ``now``, if it belongs to ``public_id``."""
     row = conn.execute(
-        "SELECT "
-        + ACCOUNT_COLUMNS
-        + " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ? AND u.public_id = ?",
-        (session_id, public_id),
+        "SELECT " + ACCOUNT_COLUMNS + " FROM sessions s JOIN users u ON u.id = s.user_id"
+        " WHERE s.id = ? AND u.public_id = ? AND s.expires_at > ?",
+        (session_id, public_id, now),
     ).fetchone()
     return account_from_row(row)
 
@@ -584,8 +579,11 @@ def update_user(
     change (a precondition, decided inside the transaction).
     """
     own = caller is not None and caller.public_id == public_id
+    # An owner may change only its password, and only against the hash it proved
+    # it knows; every other change, to its own account too, needs an admin now.
+    own_password_only = own and verified_hash is not None and name is None and admin is None
     with transaction(conn):
-        _check_caller(conn, caller, admin=not own)
+        _check_caller(conn, caller, admin=not own_password_only)
         row = conn.execute(
             "SELECT id, admin, password_hash, name FROM users WHERE public_id = ?", (public_id,)
         ).fetchone()
@@ -646,8 +644,9 @@ def _check_caller(conn: sqlite3.Connection, caller: Caller | None, admin: bool) 
     if caller is None:
         return None
     row = conn.execute(
-        "SELECT u.id, u.admin FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ? AND u.public_id = ?",
-        (caller.session_id, caller.public_id),
+        "SELECT u.id, u.admin FROM sessions s JOIN users u ON u.id = s.user_id"
+        " WHERE s.id = ? AND u.public_id = ? AND s.expires_at > ?",
+        (caller.session_id, caller.public_id, caller.time),
     ).fetchone()
     if row is None:
         raise SessionEnded(caller.public_id)
@@ -691,13 +690,12 @@ def start_session(
     """
     with transaction(conn):
         started = conn.execute(
-            "INSERT INTO sessions (id, user_id, expires_at)"
-            " SELECT ?, id, ? FROM users WHERE id = ? AND password_hash = ?",
-            (caller.session_id, expires_at, user_id, verified_hash),
+            "INSERT INTO sessions (id, user_id, expires_at, refresh_hash)"
+            " SELECT ?, id, ?, ? FROM users WHERE id = ? AND password_hash = ?",
+            (caller.session_id, expires_at, refresh_hash, user_id, verified_hash),
         ).rowcount
         if not started:
             return False
-        conn.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (?, ?)", (refresh_hash, caller.session_id))
         if stronger_hash is not None:
             conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (stronger_hash, user_id))
         _forgive_attempt(conn, name, address)
@@ -706,34 +704,35 @@ def start_session(
 
 
 def refresh_session(
-    conn: sqlite3.Connection, spent_hash: str, new_hash: str, now: float, address: str | None
-) -> tuple[dict[str, Any], str, float] | None:
-    """Spend a refresh token and store its successor, in one transaction.
+    conn: sqlite3.Connection, session_id: str, spent_hash: str, new_hash: str, now: float, address: str | None
+) -> tuple[dict[str, Any], float] | None:
+    """Spend the session's refresh token (by its hash) for its successor, in one transaction.
 
-    Return (account, session id, session end) for a live token. None for an
-    unknown token or a session past its end; a token already spent means it
-    was stolen or replayed (RFC 9700 4.14.2): its whole session ends, every
-    token issued in it included, and session.revoked is recorded.
+    Return (account, session end) while the session lives and ``spent_hash``
+    is its current refresh token. None for no such session or one past its
+    end. Any other token of a live session was spent before: it was stolen or
+    replayed (RFC 9700 4.14.2), so the whole session ends, every token issued
+    in it included, and session.revoked is recorded. Of two refreshes of one
+    token at once, the second finds it spent (compare and swap).
     """
     with transaction(conn):
         row = conn.execute(
-            "SELECT r.session_id, r.spent, s.expires_at, " + ACCOUNT_COLUMNS + " FROM refresh_tokens r"
-            " JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id WHERE r.hash = ?",
-            (spent_hash,),
+            "SELECT s.expires_at, " + ACCOUNT_COLUMNS + " FROM sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.id = ?",
+            (session_id,),
         ).fetchone()
-        if row is None or row[2] <= now:
+        if row is None or row[0] <= now:
             return None
-        account = account_from_row(row[3:])
-        assert account is not None
-        spent = conn.execute(
-            "UPDATE refresh_tokens SET spent = TRUE WHERE hash = ? AND NOT spent", (spent_hash,)
+        account = present_account(row[1:])
+        rotated = conn.execute(
+            "UPDATE sessions SET refresh_hash = ? WHERE id = ? AND refresh_hash = ?", (new_hash, session_id, spent_hash)
         ).rowcount
-        if not spent:  # presented again: end the session
-            conn.execute("DELETE FROM sessions WHERE id = ?", (row[0],))
-            _record(conn, Caller(row[0], account["public_id"], address, now), "session.revoked", account["public_id"])
+        if not rotated:  # presented again: end the session
+            conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+            revoker = Caller(session_id, account["public_id"], address, now)
+            _record(conn, revoker, "session.revoked", account["public_id"])
             return None
-        conn.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (?, ?)", (new_hash, row[0]))
-    return account, str(row[0]), float(row[2])
+    return account, float(row[0])
 
 
 def end_session(conn: sqlite3.Connection, caller: Caller) -> bool:
@@ -852,6 +851,23 @@ def _keep(conn: sqlite3.Connection, owner: str, once: Once, created: dict[str, A
 # -- login throttling ------------------------------------------------------------
 
 
+def login_failures(conn: sqlite3.Connection, name: str, address: str, since: float) -> tuple[int, float, int, float]:
+    """The failed logins of (name, address) and of the address alone since ``since`` (windows
+    that began before it have passed): (count, window start) for each, (0, 0.0) for none.
+    Read only: what a login checks before it may even wait to hash."""
+    by_name = conn.execute(
+        "SELECT failures, window_start FROM login_failures WHERE name = ? AND address = ? AND window_start > ?",
+        (name, address, since),
+    ).fetchone()
+    by_address = conn.execute(
+        "SELECT failures, window_start FROM address_failures WHERE address = ? AND window_start > ?",
+        (address, since),
+    ).fetchone()
+    name_count, name_start = (int(by_name[0]), float(by_name[1])) if by_name else (0, 0.0)
+    address_count, address_start = (int(by_address[0]), float(by_address[1])) if by_address else (0, 0.0)
+    return name_count, name_start, address_count, address_start
+
+
 def count_login_attempt(
     conn: sqlite3.Connection, name: str, address: str, now: float, window: float
 ) -> tuple[int, float, int, float]:
@@ -926,6 +942,7 @@ def session_account_with_todos(
     conn: sqlite3.Connection,
     session_id: str,
     public_id: str,
+    now: float,
     limit: int = -1,
     offset: int = 0,
     complete: bool | None = None,
@@ -942,8 +959,9 @@ def session_account_with_todos(
     row = conn.execute(
         "SELECT " + ACCOUNT_COLUMNS + ", (SELECT json_group_array(json_array(id, text, complete)) FROM"
         " (SELECT id, text, complete FROM todos WHERE owner_id = u.id" + only + " ORDER BY id LIMIT ? OFFSET ?))"
-        " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ? AND u.public_id = ?",
-        (*(() if complete is None else (complete,)), limit, offset, session_id, public_id),
+        " FROM sessions s JOIN users u ON u.id = s.user_id"
+        " WHERE s.id = ? AND u.public_id = ? AND s.expires_at > ?",
+        (*(() if complete is None else (complete,)), limit, offset, session_id, public_id, now),
     ).fetchone()
     if row is None:
         return None, []
@@ -953,14 +971,15 @@ def session_account_with_todos(
 
 
 def session_account_with_todo(
-    conn: sqlite3.Connection, session_id: str, public_id: str, todo_id: int
+    conn: sqlite3.Connection, session_id: str, public_id: str, now: float, todo_id: int
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """session_account's answer and that account's to-do ``todo_id`` (None if it has none such), in one statement."""
     row = conn.execute(
         "SELECT " + ACCOUNT_COLUMNS + ", t.id, t.text, t.complete FROM sessions s JOIN users u ON u.id = s.user_id"
-        " LEFT JOIN todos t ON t.id = ? AND t.owner_id = u.id WHERE s.id = ? AND u.public_id = ?",
+        " LEFT JOIN todos t ON t.id = ? AND t.owner_id = u.id"
+        " WHERE s.id = ? AND u.public_id = ? AND s.expires_at > ?",
         # An id past 64 bits names no row (sqlite3 cannot bind it): NULL matches none.
-        (todo_id if todo_id <= MAX_ID else None, session_id, public_id),
+        (todo_id if todo_id <= MAX_ID else None, session_id, public_id, now),
     ).fetchone()
     if row is None:
         return None, None
@@ -1056,11 +1075,10 @@ COPIED: dict[str, tuple[str, ...]] = {
     "users": ("id", "public_id", "name", "name_key", "password_hash", "admin"),
     "todos": ("id", "owner_id", "text", "complete"),
     "app_secrets": ("name", "value"),
-    "sessions": ("id", "user_id", "expires_at"),
-    "refresh_tokens": ("hash", "session_id", "spent"),
+    "sessions": ("id", "user_id", "expires_at", "refresh_hash"),
     "audit_events": ("id", "time", "actor", "action", "target", "address"),
 }
-BOOLEAN_COLUMNS = frozenset({"admin", "complete", "spent"})
+BOOLEAN_COLUMNS = frozenset({"admin", "complete"})
 # Tables whose ids are handed out once only (a deleted to-do's id is not reused).
 NUMBERED = ("users", "todos", "audit_events")
 

@@ -146,7 +146,8 @@ MIGRATIONS: list[str | Callable[[psycopg.Connection[Any]], None]] = [
     CREATE TABLE sessions (
         id TEXT PRIMARY KEY,
         user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-        expires_at DOUBLE PRECISION NOT NULL
+        expires_at DOUBLE PRECISION NOT NULL,
+        refresh_hash TEXT NOT NULL
     );
     CREATE INDEX sessions_user ON sessions (user_id);
     CREATE INDEX sessions_expiry ON sessions (expires_at);
@@ -163,12 +164,6 @@ MIGRATIONS: list[str | Callable[[psycopg.Connection[Any]], None]] = [
     _fill_name_keys,
     "CREATE UNIQUE INDEX users_name_fold ON users (name_key)",
     """
-    CREATE TABLE refresh_tokens (
-        hash TEXT PRIMARY KEY,
-        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        spent BOOLEAN NOT NULL DEFAULT false
-    );
-    CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
     CREATE TABLE audit_events (
         id BIGSERIAL PRIMARY KEY,
         time DOUBLE PRECISION NOT NULL,
@@ -423,13 +418,15 @@ def _has_nul(*values: str) -> bool:
     return any("\x00" in value for value in values)
 
 
-def session_account(conn: psycopg.Connection[Any], session_id: str, public_id: str) -> dict[str, Any] | None:
+def session_account(
+    conn: psycopg.Connection[Any], session_id: str, public_id: str, now: float
+) -> dict[str, Any] | None:
     if _has_nul(session_id, public_id):
         return None
     row = conn.execute(
         "SELECT " + ACCOUNT_COLUMNS + " FROM sessions s JOIN users u ON u.id = s.user_id"
-        " WHERE s.id = %s AND u.public_id = %s",
-        (session_id, public_id),
+        " WHERE s.id = %s AND u.public_id = %s AND s.expires_at > %s",
+        (session_id, public_id, now),
     ).fetchone()
     return account_from_row(row)
 
@@ -510,10 +507,13 @@ def update_user(
     if _has_nul(public_id):
         return None
     own = caller is not None and caller.public_id == public_id
+    # An owner may change only its password, and only against the hash it proved
+    # it knows; every other change, to its own account too, needs an admin now.
+    own_password_only = own and verified_hash is not None and name is None and admin is None
     try:
         with transaction(conn):
             admins = _lock_admins(conn) if admin is False else []
-            _check_caller(conn, caller, admin=not own)
+            _check_caller(conn, caller, admin=not own_password_only)
             row = conn.execute(
                 "SELECT id, admin, password_hash, name FROM users WHERE public_id = %s FOR UPDATE", (public_id,)
             ).fetchone()
@@ -580,9 +580,9 @@ def _check_caller(
     if _has_nul(caller.session_id, caller.public_id):
         raise SessionEnded(caller.public_id)
     row = conn.execute(
-        "SELECT u.id, u.admin FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = %s AND u.public_id = %s"
-        + (" FOR UPDATE" if exclusive else " FOR SHARE"),
-        (caller.session_id, caller.public_id),
+        "SELECT u.id, u.admin FROM sessions s JOIN users u ON u.id = s.user_id"
+        " WHERE s.id = %s AND u.public_id = %s AND s.expires_at > %s" + (" FOR UPDATE" if exclusive else " FOR SHARE"),
+        (caller.session_id, caller.public_id, caller.time),
     ).fetchone()
     if row is None:
         raise SessionEnded(caller.public_id)
@@ -626,13 +626,12 @@ def start_session(
 ) -> bool:
     with transaction(conn):
         started = conn.execute(
-            "INSERT INTO sessions (id, user_id, expires_at)"
-            " SELECT %s, id, %s FROM users WHERE id = %s AND password_hash = %s",
-            (caller.session_id, expires_at, user_id, verified_hash),
+            "INSERT INTO sessions (id, user_id, expires_at, refresh_hash)"
+            " SELECT %s, id, %s, %s FROM users WHERE id = %s AND password_hash = %s",
+            (caller.session_id, expires_at, refresh_hash, user_id, verified_hash),
         ).rowcount
         if not started:
             return False
-        conn.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (%s, %s)", (refresh_hash, caller.session_id))
         if stronger_hash is not None:
             conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (stronger_hash, user_id))
         _forgive_attempt(conn, name, address)
@@ -642,27 +641,27 @@ def start_session(
 
 @_retried
 def refresh_session(
-    conn: psycopg.Connection[Any], spent_hash: str, new_hash: str, now: float, address: str | None
-) -> tuple[dict[str, Any], str, float] | None:
+    conn: psycopg.Connection[Any], session_id: str, spent_hash: str, new_hash: str, now: float, address: str | None
+) -> tuple[dict[str, Any], float] | None:
     with transaction(conn):
         row = conn.execute(
-            "SELECT r.session_id, r.spent, s.expires_at, " + ACCOUNT_COLUMNS + " FROM refresh_tokens r"
-            " JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id WHERE r.hash = %s",
-            (spent_hash,),
+            "SELECT s.expires_at, " + ACCOUNT_COLUMNS + " FROM sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.id = %s",
+            (session_id,),
         ).fetchone()
-        if row is None or row[2] <= now:
+        if row is None or row[0] <= now:
             return None
-        account = account_from_row(row[3:])
-        assert account is not None
-        spent = conn.execute(
-            "UPDATE refresh_tokens SET spent = TRUE WHERE hash = %s AND NOT spent", (spent_hash,)
+        account = present_account(row[1:])
+        rotated = conn.execute(
+            "UPDATE sessions SET refresh_hash = %s WHERE id = %s AND refresh_hash = %s",
+            (new_hash, session_id, spent_hash),
         ).rowcount
-        if not spent:  # presented again: end the session
-            conn.execute("DELETE FROM sessions WHERE id = %s", (row[0],))
-            _record(conn, Caller(row[0], account["public_id"], address, now), "session.revoked", account["public_id"])
+        if not rotated:  # presented again: end the session
+            conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
+            revoker = Caller(session_id, account["public_id"], address, now)
+            _record(conn, revoker, "session.revoked", account["public_id"])
             return None
-        conn.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (%s, %s)", (new_hash, row[0]))
-    return account, str(row[0]), float(row[2])
+    return account, float(row[0])
 
 
 @_retried
@@ -756,6 +755,22 @@ def _keep(conn: psycopg.Connection[Any], owner: str, once: Once, created: dict[s
 # -- login throttling ------------------------------------------------------------
 
 
+def login_failures(
+    conn: psycopg.Connection[Any], name: str, address: str, since: float
+) -> tuple[int, float, int, float]:
+    by_name = conn.execute(
+        "SELECT failures, window_start FROM login_failures WHERE name = %s AND address = %s AND window_start > %s",
+        (_key(name), _key(address), since),
+    ).fetchone()
+    by_address = conn.execute(
+        "SELECT failures, window_start FROM address_failures WHERE address = %s AND window_start > %s",
+        (_key(address), since),
+    ).fetchone()
+    name_count, name_start = (int(by_name[0]), float(by_name[1])) if by_name else (0, 0.0)
+    address_count, address_start = (int(by_address[0]), float(by_address[1])) if by_address else (0, 0.0)
+    return name_count, name_start, address_count, address_start
+
+
 @_retried
 def count_login_attempt(
     conn: psycopg.Connection[Any], name: str, address: str, now: float, window: float
@@ -832,6 +847,7 @@ def session_account_with_todos(
     conn: psycopg.Connection[Any],
     session_id: str,
     public_id: str,
+    now: float,
     limit: int = -1,
     offset: int = 0,
     complete: bool | None = None,
@@ -844,8 +860,9 @@ def session_account_with_todos(
         "SELECT " + ACCOUNT_COLUMNS + ", (SELECT coalesce(json_agg(json_build_array(id, text, complete) ORDER BY id),"
         " '[]') FROM (SELECT id, text, complete FROM todos WHERE owner_id = u.id" + only + " ORDER BY id"
         " LIMIT %s OFFSET %s) AS page)"
-        " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = %s AND u.public_id = %s",
-        (*(() if complete is None else (complete,)), _limit(limit), offset, session_id, public_id),
+        " FROM sessions s JOIN users u ON u.id = s.user_id"
+        " WHERE s.id = %s AND u.public_id = %s AND s.expires_at > %s",
+        (*(() if complete is None else (complete,)), _limit(limit), offset, session_id, public_id, now),
     ).fetchone()
     if row is None:
         return None, []
@@ -853,15 +870,16 @@ def session_account_with_todos(
 
 
 def session_account_with_todo(
-    conn: psycopg.Connection[Any], session_id: str, public_id: str, todo_id: int
+    conn: psycopg.Connection[Any], session_id: str, public_id: str, now: float, todo_id: int
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     if _has_nul(session_id, public_id):
         return None, None
     row = conn.execute(
         "SELECT " + ACCOUNT_COLUMNS + ", t.id, t.text, t.complete FROM sessions s JOIN users u ON u.id = s.user_id"
-        " LEFT JOIN todos t ON t.id = %s AND t.owner_id = u.id WHERE s.id = %s AND u.public_id = %s",
+        " LEFT JOIN todos t ON t.id = %s AND t.owner_id = u.id"
+        " WHERE s.id = %s AND u.public_id = %s AND s.expires_at > %s",
         # An id past 64 bits names no row (bigint cannot hold it): NULL matches none.
-        (todo_id if todo_id <= MAX_ID else None, session_id, public_id),
+        (todo_id if todo_id <= MAX_ID else None, session_id, public_id, now),
     ).fetchone()
     if row is None:
         return None, None
@@ -997,7 +1015,7 @@ def import_rows(conn: psycopg.Connection[Any], rows: Iterable[tuple[str, tuple[A
     counts = dict.fromkeys(COPIED, 0)
     with transaction(conn):
         # Nobody writes to the tables while we check that they are empty and fill them.
-        conn.execute("LOCK TABLE users, todos, app_secrets, sessions, refresh_tokens, audit_events IN EXCLUSIVE MODE")
+        conn.execute("LOCK TABLE users, todos, app_secrets, sessions, audit_events IN EXCLUSIVE MODE")
         (busy,) = _one(conn.execute("SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM todos)"))
         if busy:
             raise ValueError("the target database is not empty: it already holds accounts or to-dos")

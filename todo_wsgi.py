@@ -422,8 +422,9 @@ class Request:
 
     @property
     def client(self) -> str | None:
-        """The client's address as the server gives it (REMOTE_ADDR), for the audit trail."""
-        return self.environ.get("REMOTE_ADDR") or None
+        """The client's address (REMOTE_ADDR) for the audit trail, if it is one: a forwarding
+        header passed through a trusted proxy cannot write other text there."""
+        return client_address(self.environ)
 
     @property
     def address(self) -> str:
@@ -462,6 +463,15 @@ class Request:
             if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
                 raise HTTPError(400, f"Field '{name}' must be {TYPE_NAMES[kind]}")
         return data
+
+
+def client_address(environ: Environ) -> str | None:
+    """REMOTE_ADDR if it is an IP address, else None."""
+    address = environ.get("REMOTE_ADDR")
+    try:
+        return str(ipaddress.ip_address(address)) if address else None
+    except ValueError:
+        return None
 
 
 def throttle_key(address: str) -> str:
@@ -637,13 +647,13 @@ def too_busy() -> HTTPError:
 ALLOWED_SKEW = 60
 
 
-def issue_token(app: TodoApp, public_id: str, session_id: str, issued: float) -> str:
-    """Sign an access token of a session: public_id, sid, iat (``issued``) and exp."""
+def issue_token(app: TodoApp, public_id: str, session_id: str, issued: float, ends: float = math.inf) -> str:
+    """Sign an access token of a session: public_id, sid, iat (``issued``) and exp (never past ``ends``)."""
     claims = {
         "public_id": public_id,
         "sid": session_id,
         "iat": int(issued),
-        "exp": int(issued) + app.settings.token_ttl,
+        "exp": int(min(issued + app.settings.token_ttl, ends)),
     }
     return jwt.encode(claims, app.secret_key, algorithm="HS256")
 
@@ -726,7 +736,7 @@ def verify_token(app: TodoApp, token: str) -> dict[str, Any]:
     except jwt.PyJWTError:
         raise token_refused("malformed") from None
     exp, iat = claims["exp"], claims["iat"]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (exp, iat)):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (exp, iat)):
         raise token_refused("malformed")
     if not isinstance(claims["public_id"], str) or not isinstance(claims["sid"], str):
         raise token_refused("malformed")
@@ -740,7 +750,7 @@ def authenticate(req: Request, read: Callable[..., Any] | None = None, *args: An
     """The one token decision of every handler: return (the signed-in account, what ``read`` read).
 
     The token must verify (``decode_token``) and its session must still be in
-    the database. ``read(conn, session_id, public_id, *args)`` reads the
+    the database. ``read(conn, session_id, public_id, now, *args)`` reads the
     account together with a route's data in one statement, answering
     (account or None, data); without it only the account is read. Writes check
     the session again inside their own transaction (``req.caller``).
@@ -750,11 +760,12 @@ def authenticate(req: Request, read: Callable[..., Any] | None = None, *args: An
         raise HTTPError(401, "Token is missing!", [("WWW-Authenticate", "Bearer")])
     now = req.app.clock()
     claims = decode_token(req.app, token, now)
-    req.caller = store.Caller(claims["sid"], claims["public_id"], req.environ.get("REMOTE_ADDR") or None, now)
+    # The store knows a session by the digest of its id (a copy of the database holds no id).
+    caller = req.caller = store.Caller(digest(claims["sid"]), claims["public_id"], client_address(req.environ), now)
     if read is None:
-        account, data = req.store.session_account(req.conn, claims["sid"], claims["public_id"]), None
+        account, data = req.store.session_account(req.conn, caller.session_id, caller.public_id, now), None
     else:
-        account, data = read(req.conn, claims["sid"], claims["public_id"], *args)
+        account, data = read(req.conn, caller.session_id, caller.public_id, now, *args)
     if account is None:
         raise token_refused("revoked")
     req.account = account
@@ -787,7 +798,7 @@ def basic_credentials(environ: Environ) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text given to b64decode
         return None
     name, colon, password = decoded.partition(":")
     return (name, password) if colon and name else None
@@ -967,6 +978,13 @@ def login(req: Request) -> Result:
     # Keyed on at most 100 characters: no real name is longer, and a client
     # must not be able to grow the table by sending huge names.
     name_key, address = name[:100], req.address
+    # Refused before it may even wait for a hashing slot: a client past its limit
+    # must not keep others' logins from hashing (counted and recorded below, once).
+    now = app.clock()
+    counts: tuple[int, float, int, float] = req.store.login_failures(
+        req.conn, name_key, address, now - app.settings.login_window
+    )
+    refuse_if_throttled(req, *counts, now)
     with app.hasher.slot(LOGIN_HASH_WAIT, predict=True):  # busy: 503 at once, nothing counted
         issued = app.clock()  # before the hash is read: the token is never newer than what it saw
         by_address = check_throttle(req, name_key, address, issued)
@@ -977,34 +995,44 @@ def login(req: Request) -> Result:
             record_refusal(req, "login.failed", account["public_id"] if account else None, by_address, issued)
             raise could_not_verify()
         stronger = app.hasher.hash(password) if hash_iterations(stored) < app.settings.pbkdf2_iterations else None
-    caller = store.Caller(secrets.token_urlsafe(16), account["public_id"], req.client, issued)
-    refresh_token, ends = secrets.token_urlsafe(32), issued + app.settings.refresh_ttl
-    digest = refresh_digest(refresh_token)
+    session_id = secrets.token_urlsafe(16)
+    caller = store.Caller(digest(session_id), account["public_id"], req.client, issued)
+    refresh_token, ends = new_refresh_token(session_id), issued + app.settings.refresh_ttl
     started = req.store.start_session(
-        req.conn, account["id"], stored, caller, digest, ends, stronger_hash=stronger, name=name_key, address=address
-    )
+        req.conn, account["id"], stored, caller, digest(refresh_token), ends, stronger_hash=stronger,
+        name=name_key, address=address,
+    )  # fmt: skip
     if not started:  # the password changed while this login was hashing
         raise could_not_verify()
     req.account = account  # for the access log
     req.store.prune(req.conn, issued, issued - app.settings.audit_retention_days * 86400)
-    return 200, session_answer(app, account, caller.session_id, refresh_token, issued, ends)
+    return 200, session_answer(app, account, session_id, refresh_token, issued, ends)
 
 
 def session_answer(
     app: TodoApp, account: dict[str, Any], session_id: str, refresh_token: str, now: float, ends: float
 ) -> Body:
-    """A login's or a refresh's answer: an access token of the session and its next refresh token."""
+    """A login's or a refresh's answer: an access token of the session (``session_id``, as the
+    client holds it) and its next refresh token; neither outlives the session."""
+    token = issue_token(app, account["public_id"], session_id, now, ends)
     return {
-        "token": issue_token(app, account["public_id"], session_id, now),
-        "expires_in": app.settings.token_ttl,
+        "token": token,
+        "expires_in": int(min(app.settings.token_ttl, ends - int(now))),
         "refresh_token": refresh_token,
         "refresh_expires_in": max(0, int(ends - now)),
     }
 
 
-def refresh_digest(refresh_token: str) -> str:
-    """What the store keeps of a refresh token: its SHA-256, so a copy of the database holds none usable."""
-    return hashlib.sha256(refresh_token.encode()).hexdigest()
+def digest(secret: str) -> str:
+    """What the store keeps of a secret the client holds (a session id, a refresh token): its
+    SHA-256, so a copy of the database holds none usable."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_refresh_token(session_id: str) -> str:
+    """A session's next refresh token: its id, then 256 random bits. Opaque to clients; the id
+    lets a token spent before be known as one of the session's, so a replay ends it."""
+    return f"{session_id}.{secrets.token_urlsafe(32)}"
 
 
 def refresh(req: Request) -> Result:
@@ -1014,15 +1042,17 @@ def refresh(req: Request) -> Result:
     session; every bad token answers the same 401.
     """
     data = req.json({"refresh_token": str})
-    now = req.app.clock()
-    successor = secrets.token_urlsafe(32)
+    spent, now = data["refresh_token"], req.app.clock()
+    session_id, _, secret = spent.partition(".")
     found = None
-    if 0 < len(data["refresh_token"]) <= 200 and _encodable(data["refresh_token"]):
-        digests = refresh_digest(data["refresh_token"]), refresh_digest(successor)
-        found = req.store.refresh_session(req.conn, *digests, now, req.client)
+    if session_id and secret and len(spent) <= 200 and _encodable(spent):
+        successor = new_refresh_token(session_id)
+        found = req.store.refresh_session(
+            req.conn, digest(session_id), digest(spent), digest(successor), now, req.client
+        )
     if found is None:
         raise token_refused("revoked")
-    account, session_id, ends = found
+    account, ends = found
     req.account = account
     return 200, session_answer(req.app, account, session_id, successor, now, ends)
 
@@ -1033,21 +1063,30 @@ def check_throttle(req: Request, name: str, address: str, now: float) -> int:
     Return the address's count in the window, which bounds how many refused
     logins from there the audit trail records (``record_refusal``).
     """
-    settings = req.app.settings
-    window = settings.login_window
+    window = req.app.settings.login_window
     counts: tuple[int, float, int, float] = req.store.count_login_attempt(req.conn, name, address, now, window)
-    by_name, name_start, by_address, address_start = counts
+    try:
+        refuse_if_throttled(req, *counts, now)
+    except HTTPError:
+        req.app.log.warning("login throttled: name %s from %s", path_for_log(name), path_for_log(address))
+        record_refusal(req, "login.throttled", None, counts[2], now)
+        raise
+    return counts[2]
+
+
+def refuse_if_throttled(
+    req: Request, by_name: int, name_start: float, by_address: int, address_start: float, now: float
+) -> None:
+    """429 with Retry-After when the name (from this address) or the address is past its limit."""
+    settings = req.app.settings
     over = []
     if by_name > settings.login_max_failures:
         over.append(name_start)
     if by_address > settings.login_max_failures_per_address:
         over.append(address_start)
     if over:
-        retry_after = max(1, math.ceil(max(over) + window - now))
-        req.app.log.warning("login throttled: name %s from %s", path_for_log(name), path_for_log(address))
-        record_refusal(req, "login.throttled", None, by_address, now)
+        retry_after = max(1, math.ceil(max(over) + settings.login_window - now))
         raise HTTPError(429, "Too many failed logins; try again later", [("Retry-After", str(retry_after))])
-    return by_address
 
 
 def record_refusal(req: Request, action: str, target: str | None, by_address: int, now: float) -> None:
@@ -1186,6 +1225,8 @@ def change_my_password(req: Request) -> Result:
     account, _ = authenticate(req)
     data = req.json({"old_password": str, "new_password": str})
     _check(password_problem(data["new_password"], "new_password"))
+    if not _encodable(data["old_password"]):
+        raise HTTPError(400, "Field 'old_password' must be valid Unicode")
     hasher, name, address = req.app.hasher, account["name"][:100], req.address
     with hasher.slot(SIGNED_IN_HASH_WAIT):
         now = req.app.clock()

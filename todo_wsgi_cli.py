@@ -42,6 +42,7 @@ from todo_wsgi import (
     hash_password,
     iso_utc,
     password_problem,
+    path_for_log,
     throttle_key,
 )
 
@@ -506,7 +507,8 @@ def cmd_audit(app: TodoApp, args: argparse.Namespace) -> int:
         events = app.store.list_events(conn, since=since)
     for event in reversed(events):
         fields = (iso_utc(event["time"]), event["action"], event["actor"], event["target"], event["address"])
-        print("\t".join("-" if value is None else str(value) for value in fields))
+        # Escaped as the access log escapes a path: no field can forge a tab or a line.
+        print("\t".join("-" if value is None else path_for_log(str(value)) for value in fields))
     return 0
 
 

@@ -60,7 +60,7 @@ def make_floor(
         account = store.get_user(conn, public_id)
         assert account is not None, "the floor's account is missing"
         conn.execute(
-            "INSERT OR IGNORE INTO sessions (id, user_id, expires_at) VALUES (?, ?, ?)",
+            "INSERT OR IGNORE INTO sessions (id, user_id, expires_at, refresh_hash) VALUES (?, ?, ?, '-')",
             (session_id, account["id"], 4e9),
         )
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
@@ -72,9 +72,9 @@ def make_floor(
         path = environ.get("PATH_INFO", "")
         with database_handle.connection() as conn:
             if path.startswith("/todo/"):
-                found, _ = store.session_account_with_todo(conn, session_id, public_id, int(path.rsplit("/", 1)[1]))
+                found, _ = store.session_account_with_todo(conn, session_id, public_id, 0, int(path.rsplit("/", 1)[1]))
             else:
-                found, _ = store.session_account_with_todos(conn, session_id, public_id, 101, 0)
+                found, _ = store.session_account_with_todos(conn, session_id, public_id, 0, 101, 0)
         assert found is not None, "the floor's account is missing"
         start_response("200 OK", headers)
         if log is not None:

@@ -250,8 +250,8 @@ def fresh_token(app: Any, public_id: str) -> str:
         account = app.store.get_user(conn, public_id)
         if account is not None:
             conn.execute(
-                "INSERT INTO sessions (id, user_id, expires_at) VALUES (?, ?, ?)",
-                (session_id, account["id"], app.clock() + 3600),
+                "INSERT INTO sessions (id, user_id, expires_at, refresh_hash) VALUES (?, ?, ?, '-')",
+                (todo_wsgi.digest(session_id), account["id"], app.clock() + 3600),
             )
     return todo_wsgi.issue_token(app, public_id, session_id, app.clock())
 

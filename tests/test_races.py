@@ -69,7 +69,7 @@ def everything(app: todo_wsgi.TodoApp) -> dict[str, list[Any]]:
     with app.db.connection() as conn:
         return {
             table: sorted(map(tuple, conn.execute(f"SELECT * FROM {table}").fetchall()), key=repr)
-            for table in ("users", "todos", "sessions", "refresh_tokens", "app_secrets", "audit_events")
+            for table in ("users", "todos", "sessions", "app_secrets", "audit_events")
         }
 
 

@@ -52,12 +52,12 @@ def another_session(account, session_id):
 
 def todos_of(s, conn, account, **page):
     """The account's to-dos as the list route reads them."""
-    return s.session_account_with_todos(conn, *account["caller"][:2], **page)[1]
+    return s.session_account_with_todos(conn, *account["caller"][:2], 1.5e9, **page)[1]
 
 
 def todo_of(s, conn, account, todo_id):
     """The account's to-do ``todo_id`` as the get route reads it."""
-    return s.session_account_with_todo(conn, *account["caller"][:2], todo_id)[1]
+    return s.session_account_with_todo(conn, *account["caller"][:2], 1.5e9, todo_id)[1]
 
 
 def count(conn, table):
@@ -66,7 +66,7 @@ def count(conn, table):
 
 def everything(conn):
     """Every row a refused write must leave as it was."""
-    tables = ("users", "todos", "sessions", "refresh_tokens", "app_secrets", "audit_events")
+    tables = ("users", "todos", "sessions", "app_secrets", "audit_events")
     return {t: sorted(map(tuple, conn.execute(f"SELECT * FROM {t}").fetchall()), key=repr) for t in tables}
 
 
@@ -245,8 +245,8 @@ def test_a_new_password_ends_every_session_of_the_account_and_no_other(s, conn):
     alice = new_user(s, conn, "alice")
     bob = new_user(s, conn, "bob")
     s.update_user(conn, None, alice["public_id"], password_hash="new")
-    assert s.session_account(conn, *alice["caller"][:2]) is None
-    assert s.session_account(conn, *bob["caller"][:2])["name"] == "bob"
+    assert s.session_account(conn, *alice["caller"][:2], 1.5e9) is None
+    assert s.session_account(conn, *bob["caller"][:2], 1.5e9)["name"] == "bob"
 
 
 def test_a_session_starts_only_while_the_hash_is_the_one_verified(s, conn):
@@ -274,13 +274,13 @@ def test_ending_a_session_ends_only_it(s, conn):
     assert s.start_session(conn, alice["id"], HASH, another_session(alice, "second"), "r3", 2e9)
     assert s.end_session(conn, alice["caller"]) is True
     assert s.end_session(conn, alice["caller"]) is False
-    assert s.session_account(conn, "second", alice["public_id"])["name"] == "alice"
+    assert s.session_account(conn, "second", alice["public_id"], 1.5e9)["name"] == "alice"
 
 
 def test_a_session_answers_only_for_its_own_account(s, conn):
     alice = new_user(s, conn, "alice")
     bob = new_user(s, conn, "bob")
-    assert s.session_account(conn, alice["caller"].session_id, bob["public_id"]) is None
+    assert s.session_account(conn, alice["caller"].session_id, bob["public_id"], 1.5e9) is None
 
 
 # -- login throttling ---------------------------------------------------------------------
@@ -363,8 +363,8 @@ def test_todos_are_listed_in_id_order(s, conn):
 def test_no_session_reads_no_todos(s, conn):
     alice = new_user(s, conn, "alice")
     todo = s.create_todo(conn, alice["caller"], "alice's", 10)
-    assert s.session_account_with_todos(conn, "no-such-session", alice["public_id"]) == (None, [])
-    assert s.session_account_with_todo(conn, "no-such-session", alice["public_id"], todo["id"]) == (None, None)
+    assert s.session_account_with_todos(conn, "no-such-session", alice["public_id"], 1.5e9) == (None, [])
+    assert s.session_account_with_todo(conn, "no-such-session", alice["public_id"], 1.5e9, todo["id"]) == (None, None)
 
 
 def test_a_page_of_todos_follows_limit_offset_and_complete(s, conn):
@@ -403,8 +403,8 @@ def test_the_session_check_and_the_routes_data_are_one_statement(s, conn, route)
     alice = new_user(s, conn, "alice")
     created = [s.create_todo(conn, alice["caller"], f"todo {n}", 10) for n in range(3)]
     reads = {
-        "list": (lambda: s.session_account_with_todos(conn, *alice["caller"][:2]), created),
-        "get": (lambda: s.session_account_with_todo(conn, *alice["caller"][:2], created[1]["id"]), created[1]),
+        "list": (lambda: s.session_account_with_todos(conn, *alice["caller"][:2], 1.5e9), created),
+        "get": (lambda: s.session_account_with_todo(conn, *alice["caller"][:2], 1.5e9, created[1]["id"]), created[1]),
     }
     read, expected = reads[route]
     seen = []
@@ -414,7 +414,7 @@ def test_the_session_check_and_the_routes_data_are_one_statement(s, conn, route)
     finally:
         conn.set_trace_callback(None)
     assert len(seen) == 1
-    assert found == s.session_account(conn, *alice["caller"][:2])
+    assert found == s.session_account(conn, *alice["caller"][:2], 1.5e9)
     assert data == expected
 
 
