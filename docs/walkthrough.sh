@@ -10,7 +10,8 @@
 # where the step is about versions).
 # The script checks each status and stops at the first that differs.
 # It needs bash, curl and python3 (for reading JSON), and leaves the server as
-# it found it but for the admin account, which it creates when there is none.
+# it found it but for the admin account, which it creates when there is none,
+# and the audit events its requests record.
 set -euo pipefail
 
 BASE=${BASE:-http://127.0.0.1:8080}
