@@ -53,7 +53,7 @@ def test_the_walkthrough_runs_again_after_a_run_stopped_half_way(tmp_path: Path)
     with serve(tmp_path) as server:
         # A run stopped after alice was made and renamed leaves "alicia" behind.
         stopped = subprocess.run(
-            ["bash", "-c", f"sed '/# 9\\./,$d' {SCRIPT} | bash"],
+            ["bash", "-c", f"sed '/# 12\\./,$d' {SCRIPT} | bash"],
             cwd=tmp_path,
             env=child_env(BASE=server.url, PYTHON=sys.executable),
             capture_output=True,
