@@ -65,10 +65,6 @@ class TooManyTodos(Refused):
     """The account already holds its maximum of to-dos."""
 
 
-class KeyInProgress(Refused):
-    """The Idempotency-Key's first request has not finished."""
-
-
 class PasswordChanged(Refused):
     """The password hash is no longer the one that was verified."""
 
@@ -448,10 +444,23 @@ def get_or_create_secret(conn: sqlite3.Connection, name: str, candidate: str) ->
     return str(row[0])
 
 
+def get_secret(conn: sqlite3.Connection, name: str) -> str | None:
+    """The stored secret ``name``, or None."""
+    row = conn.execute("SELECT value FROM app_secrets WHERE name = ?", (name,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 def replace_secret(conn: sqlite3.Connection, name: str, value: str) -> None:
     """Store ``value`` as the secret ``name``, replacing any stored one (the operator's
     rotate-key; recorded as key.rotated)."""
     with transaction(conn):
+        # The value it replaces is kept as NAME.previous, so a token signed with it can be
+        # told apart from a forged one (and answered "revoked").
+        conn.execute(
+            "INSERT INTO app_secrets (name, value) SELECT ?, value FROM app_secrets WHERE name = ?"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name + ".previous", name),
+        )
         conn.execute(
             "INSERT INTO app_secrets (name, value) VALUES (?, ?)"
             " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -814,15 +823,19 @@ def event_from_row(row: Any) -> dict[str, Any]:
 
 # -- idempotency keys ---------------------------------------------------------------
 
+# Keys one owner keeps at most: a client creating and deleting in a loop must not
+# grow the table without bound within a day.
+KEYS_PER_OWNER = 1000
+
 
 def _claim(conn: sqlite3.Connection, owner: str, once: Once) -> str | None:
     """Inside a create's transaction: claim ``once.key`` for ``owner`` and return None, or
     return the kept answer of the key's first use (its request was the same one).
 
-    Raise KeyReused for another request under the key, KeyInProgress while its first
-    use has not finished. A claim conflicting with one not yet committed waits for it
-    (the unique key), so concurrent retries are answered in turn. Keys past their day
-    are forgotten here, so no separate job prunes them.
+    Raise KeyReused for another request under the key. A claim conflicting with one not
+    yet committed waits for it (the unique key), so concurrent retries are answered in
+    turn, never "in progress". Keys past their day are forgotten here, so no separate job
+    prunes them, and an owner keeps at most KEYS_PER_OWNER (the oldest go first).
     """
     conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (once.expired_before,))
     claimed = conn.execute(
@@ -831,14 +844,22 @@ def _claim(conn: sqlite3.Connection, owner: str, once: Once) -> str | None:
         (owner, once.key, once.fingerprint, once.now),
     ).rowcount
     if claimed:
+        (kept,) = conn.execute("SELECT count(*) FROM idempotency_keys WHERE owner = ?", (owner,)).fetchone()
+        if kept > KEYS_PER_OWNER:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE owner = ? AND key IN"
+                " (SELECT key FROM idempotency_keys WHERE owner = ? ORDER BY created_at LIMIT ?)",
+                (owner, owner, kept - KEYS_PER_OWNER),
+            )
         return None
     fingerprint, answer = conn.execute(
         "SELECT fingerprint, answer FROM idempotency_keys WHERE owner = ? AND key = ?", (owner, once.key)
     ).fetchone()
     if fingerprint != once.fingerprint:
         raise KeyReused(once.key)
-    if answer is None:
-        raise KeyInProgress(once.key)
+    # The first use's answer is written in the transaction that claimed the key, and a
+    # claim waits for that transaction: a committed key always has its answer.
+    assert answer is not None
     return str(answer)
 
 

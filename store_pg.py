@@ -38,11 +38,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from store import (
     ACCOUNT_COLUMNS,
     COPIED,
+    KEYS_PER_OWNER,
     MAX_ID,
     NUMBERED,
     SELECT_ACCOUNT,
     Caller,
-    KeyInProgress,
     KeyReused,
     LastAdmin,
     NameTaken,
@@ -64,7 +64,6 @@ from store import (
 __all__ = [
     "MAX_ID",
     "Caller",
-    "KeyInProgress",
     "KeyReused",
     "LastAdmin",
     "NameTaken",
@@ -398,9 +397,22 @@ def get_or_create_secret(conn: psycopg.Connection[Any], name: str, candidate: st
     return str(row[0])
 
 
+def get_secret(conn: psycopg.Connection[Any], name: str) -> str | None:
+
+    row = conn.execute("SELECT value FROM app_secrets WHERE name = %s", (name,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 @_retried
 def replace_secret(conn: psycopg.Connection[Any], name: str, value: str) -> None:
     with transaction(conn):
+        # The value it replaces is kept as NAME.previous, so a token signed with it can be
+        # told apart from a forged one (and answered "revoked").
+        conn.execute(
+            "INSERT INTO app_secrets (name, value) SELECT %s, value FROM app_secrets WHERE name = %s"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name + ".previous", name),
+        )
         conn.execute(
             "INSERT INTO app_secrets (name, value) VALUES (%s, %s)"
             " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -734,6 +746,13 @@ def _claim(conn: psycopg.Connection[Any], owner: str, once: Once) -> str | None:
         (owner, once.key, once.fingerprint, once.now),
     ).rowcount
     if claimed:
+        (kept,) = _one(conn.execute("SELECT count(*) FROM idempotency_keys WHERE owner = %s", (owner,)))
+        if kept > KEYS_PER_OWNER:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE owner = %s AND key IN"
+                " (SELECT key FROM idempotency_keys WHERE owner = %s ORDER BY created_at LIMIT %s)",
+                (owner, owner, kept - KEYS_PER_OWNER),
+            )
         return None
     fingerprint, answer = _one(
         conn.execute(
@@ -742,8 +761,9 @@ def _claim(conn: psycopg.Connection[Any], owner: str, once: Once) -> str | None:
     )
     if fingerprint != once.fingerprint:
         raise KeyReused(once.key)
-    if answer is None:
-        raise KeyInProgress(once.key)
+    # The first use's answer is written in the transaction that claimed the key, and a
+    # claim waits for that transaction: a committed key always has its answer.
+    assert answer is not None
     return str(answer)
 
 

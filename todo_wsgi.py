@@ -215,6 +215,10 @@ class TodoApp:
             self.secret_key = settings.secret_key or self.store.get_or_create_secret(
                 conn, SIGNING_KEY_NAME, secrets.token_urlsafe(48)
             )
+            # The key rotate-key replaced: a token signed with it is "revoked", not "malformed".
+            self.retired_key = (
+                None if settings.secret_key else self.store.get_secret(conn, SIGNING_KEY_NAME + ".previous")
+            )
         self.router = Router(ROUTES)
         # Parsed once to fail at start on a broken file, then served as these bytes.
         # One encoder for the app's life (json.dumps with separators makes a new one per
@@ -330,7 +334,6 @@ REFUSALS = MappingProxyType(
         store.TooManyTodos: (409, "Too many todos"),
         store.PasswordChanged: (409, "The password was changed meanwhile; try again"),
         store.KeyReused: (422, "Idempotency-Key reused with another request"),
-        store.KeyInProgress: (409, "A request with this Idempotency-Key is in progress"),
     }
 )
 
@@ -733,6 +736,8 @@ def verify_token(app: TodoApp, token: str) -> dict[str, Any]:
             algorithms=["HS256"],
             options={"require": ["exp", "iat", "public_id", "sid"], "verify_exp": False, "verify_iat": False},
         )
+    except jwt.InvalidSignatureError:
+        raise token_refused("revoked" if signed_with_retired_key(app, token) else "malformed") from None
     except jwt.PyJWTError:
         raise token_refused("malformed") from None
     exp, iat = claims["exp"], claims["iat"]
@@ -744,6 +749,22 @@ def verify_token(app: TodoApp, token: str) -> dict[str, Any]:
     if exp - iat > app.settings.token_ttl:
         raise token_refused("malformed")
     return claims
+
+
+def signed_with_retired_key(app: TodoApp, token: str) -> bool:
+    """Whether ``token`` carries a good signature by the key that rotate-key replaced."""
+    if app.retired_key is None:
+        return False
+    try:
+        jwt.decode(
+            token,
+            app.retired_key,
+            algorithms=["HS256"],
+            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        )
+    except jwt.PyJWTError:
+        return False
+    return True
 
 
 def authenticate(req: Request, read: Callable[..., Any] | None = None, *args: Any) -> tuple[dict[str, Any], Any]:

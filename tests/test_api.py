@@ -908,3 +908,15 @@ def test_creating_a_todo_for_an_account_deleted_meanwhile_is_401_not_500(app, cl
     monkeypatch.setattr(app.store, "create_todo", delete_owner_first)
     response = client.post_json("/todo", {"text": "x"}, headers=user_headers, status=401)
     assert response.json == {"message": "Token is invalid!"}
+
+
+def test_an_account_at_its_maximum_of_todos_is_refused_409_and_nothing_is_created(make_app):
+    app = make_app(max_todos_per_account=2)
+    client = TestApp(validator(app))
+    add_account(app, "alice", USER_PASSWORD)
+    headers = {"x-access-token": login(client, "alice", USER_PASSWORD)}
+    for text in ("one", "two"):
+        client.post_json("/todo", {"text": text}, headers=headers, status=201)
+    response = client.post_json("/todo", {"text": "three"}, headers=headers, status=409)
+    assert response.json == {"message": "Too many todos"}
+    assert [t["text"] for t in client.get("/todo", headers=headers, status=200).json["todos"]] == ["one", "two"]

@@ -316,3 +316,49 @@ def test_account_commands_on_an_unknown_name_exit_1_naming_the_database(
     result = run_command(database, command, "nobody")
     assert result.returncode == 1
     assert result.stderr.startswith("error: no account is named 'nobody' in ")
+
+
+def test_rotate_key_stores_a_new_key_that_ends_old_tokens_at_the_next_start_as_revoked(database, make_app, run_command):
+    from wsgiref.validate import validator
+
+    from webtest import TestApp
+
+    from tests.conftest import USER_PASSWORD, add_account, challenge, login
+
+    app = make_app()
+    add_account(app, "alice", USER_PASSWORD)
+    client = TestApp(validator(app))
+    pair = client.post(
+        "/login",
+        headers={
+            "Authorization": "Basic " + __import__("base64").b64encode(b"alice:" + USER_PASSWORD.encode()).decode()
+        },
+    ).json
+    result = run_command(database, "rotate-key")
+    assert result.returncode == 0 and "restart" in result.stdout
+    client.get("/me", headers={"x-access-token": pair["token"]}, status=200)  # this server keeps its key
+    restarted = TestApp(validator(make_app()))
+    response = restarted.get("/me", headers={"x-access-token": pair["token"]}, status=401)
+    assert response.headers["WWW-Authenticate"] == challenge("revoked")
+    fresh = restarted.post_json("/refresh", {"refresh_token": pair["refresh_token"]}, status=200).json
+    restarted.get("/me", headers={"x-access-token": fresh["token"]}, status=200)  # the session lives on
+    assert login(restarted, "alice", USER_PASSWORD)
+
+
+def test_rotate_key_refuses_when_the_key_comes_from_todo_secret_key(database, app, run_command):
+    result = run_command(database, "rotate-key", environ={"TODO_SECRET_KEY": "k" * 40})
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: TODO_SECRET_KEY is set")
+
+
+def test_audit_prints_one_event_a_line_oldest_first_and_since_a_time(database, app, run_command):
+    from tests.conftest import USER_PASSWORD, add_account
+
+    add_account(app, "alice", USER_PASSWORD)
+    assert run_command(database, "promote", "alice").returncode == 0
+    lines = run_command(database, "audit").stdout.splitlines()
+    assert [line.split("\t")[1] for line in lines] == ["account.created", "account.promoted"]
+    assert all(line.split("\t")[2] == "cli" for line in lines)
+    assert run_command(database, "audit", "--since", "2999-01-01T00:00:00Z").stdout == ""
+    bad = run_command(database, "audit", "--since", "yesterday")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --since")

@@ -183,3 +183,19 @@ def test_two_servers_sharing_one_database_agree_on_a_key(servers, database):
     assert len({json.dumps(body) for status, body in answers if status == 201}) == 1
     with app.db.connection() as conn:
         assert conn.execute("SELECT count(*) FROM users WHERE name = 'carol'").fetchone()[0] == 1
+
+
+def test_an_account_keeps_at_most_its_budget_of_keys_the_oldest_going_first(
+    app, client, clock, user_headers, monkeypatch
+):
+    import store
+
+    monkeypatch.setattr(store, "KEYS_PER_OWNER", 3)
+    if app.store is not store:
+        monkeypatch.setattr(app.store, "KEYS_PER_OWNER", 3)
+    for n in range(5):
+        create(client, user_headers, f"key-{n}", body={"text": f"to-do {n}"})
+        clock.advance(1)
+    with app.db.connection() as conn:
+        keys = sorted(row[0] for row in conn.execute("SELECT key FROM idempotency_keys").fetchall())
+    assert keys == ["key-2", "key-3", "key-4"]
