@@ -400,7 +400,7 @@ def cors_headers(origin: str) -> list[tuple[str, str]]:
 class Request:
     """What a handler needs of one request, built once per call."""
 
-    __slots__ = ("account", "app", "caller", "conn", "environ", "method", "path")
+    __slots__ = ("account", "app", "claims", "conn", "environ", "method", "now", "path")
 
     def __init__(self, app: TodoApp, environ: Environ) -> None:
         self.app = app
@@ -411,7 +411,16 @@ class Request:
         self.path: str = environ.get("PATH_INFO") or ("" if environ.get("SCRIPT_NAME") else "/")
         self.conn: Any = None
         self.account: dict[str, Any] | None = None
-        self.caller: store.Caller | None = None
+        self.claims: dict[str, Any] = {}  # the token's, once authenticate() accepted it
+        self.now = 0.0  # the clock's reading when it did
+
+    @property
+    def caller(self) -> store.Caller:
+        """Who this request's writes act for: its session, account, address and time.
+        Made only when a write asks (a read needs none of it)."""
+        if not self.claims:
+            raise RuntimeError("no signed-in caller: authenticate() first")
+        return store.Caller(self.claims["session"], self.claims["public_id"], client_address(self.environ), self.now)
 
     @property
     def store(self) -> ModuleType:
@@ -787,7 +796,7 @@ def authenticate(req: Request, read: Callable[..., Any] | None = None, *args: An
     now = req.app.clock()
     claims = decode_token(req.app, token, now)
     session, public_id = claims["session"], claims["public_id"]
-    req.caller = store.Caller(session, public_id, client_address(req.environ), now)
+    req.claims, req.now = claims, now
     if read is None:
         account, data = req.store.session_account(req.conn, session, public_id, now), None
     else:

@@ -362,3 +362,16 @@ def test_audit_prints_one_event_a_line_oldest_first_and_since_a_time(database, a
     assert run_command(database, "audit", "--since", "2999-01-01T00:00:00Z").stdout == ""
     bad = run_command(database, "audit", "--since", "yesterday")
     assert bad.returncode == 1 and bad.stderr.startswith("error: --since")
+
+
+def test_rotate_key_and_unlock_are_recorded_in_the_audit_trail_as_the_operators(database, app, run_command):
+    from tests.conftest import USER_PASSWORD, add_account
+
+    alice = add_account(app, "alice", USER_PASSWORD)
+    assert run_command(database, "rotate-key").returncode == 0
+    assert run_command(database, "unlock", "alice").returncode == 0
+    events = [line.split("\t") for line in run_command(database, "audit").stdout.splitlines()]
+    assert [event[1:4] for event in events[-2:]] == [
+        ["key.rotated", "cli", "-"],
+        ["account.unlocked", "cli", alice["public_id"]],
+    ]
