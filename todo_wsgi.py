@@ -272,29 +272,32 @@ class TodoApp:
             # headers come depends on Origin, so every answer varies on it,
             # including those to no or an unlisted origin.
             headers = headers + [("Vary", "Origin")] + (cors_headers(origin or "") if cors else [])
+        if status == 204 or status == 304:  # RFC 9110 15.4.5: a 304 has no content, nor a Content-Length
+            payload = b""
+        elif isinstance(body, bytes):
+            # Bytes come encoded, with their own type where they set one (the browser
+            # client's files, the OpenAPI document, a list page already encoded).
+            payload = body
+            if not any(name == "Content-Type" for name, _ in headers):
+                headers = [("Content-Type", "application/json"), *headers]
+        else:
+            # Every other body is a dict to encode as JSON (ASCII only, so any text survives any proxy).
+            payload = self.encode(body).encode("ascii")
+            headers = [("Content-Type", "application/json"), *headers]
         # Tokens and private data are never kept by a cache (the client's files say otherwise).
         if not (isinstance(body, bytes) and any(name == "Cache-Control" for name, _ in headers)):
             headers.append(("Cache-Control", "no-store"))
-        if status == 204:
-            payload, response_headers = b"", [("Content-Length", "0"), *headers]
-        elif status == 304:  # RFC 9110 15.4.5: no content, and no Content-Length but the 200's
-            payload, response_headers = b"", headers
-        else:
-            # Bytes come encoded, with their own type (the browser client's files, the
-            # OpenAPI document); every other body is a dict to encode as JSON (ASCII only,
-            # so any text survives any proxy).
-            payload = body if isinstance(body, bytes) else self.encode(body).encode("ascii")
-            response_headers = [("Content-Length", str(len(payload))), *headers]
-            if not (isinstance(body, bytes) and any(name == "Content-Type" for name, _ in headers)):
-                response_headers.insert(0, ("Content-Type", "application/json"))
-        start_response(STATUS_LINES[status], response_headers)
+        if status != 304:
+            headers.insert(0, ("Content-Length", str(len(payload))))
+        start_response(STATUS_LINES[status], headers)
         log = self.access_log
         if log.isEnabledFor(logging.INFO):
             who = req.account["public_id"] if req.account else "-"
             line = access_line(environ, req.method, req.path, status, started, who, self.stamps.now())
-            # What log.info does, less its walk up the stack to find the caller:
-            # the caller is always this line.
-            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s", (line,), None))
+            # What log.info does, less its walk up the stack to find the caller (the
+            # caller is always this line), and with the line as the message: no arguments
+            # to format into it.
+            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None))
         # RFC 9110 9.3.2: HEAD answers as GET, headers included, without content.
         return [] if req.method == "HEAD" else [payload]
 
