@@ -297,7 +297,7 @@ class TodoApp:
             # What log.info does, less its walk up the stack to find the caller (the
             # caller is always this line), and with the line as the message: no arguments
             # to format into it.
-            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None))
+            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, (), None))
         # RFC 9110 9.3.2: HEAD answers as GET, headers included, without content.
         return [] if req.method == "HEAD" else [payload]
 
