@@ -11,7 +11,8 @@ Must not import todo_wsgi or store.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 
@@ -41,10 +42,12 @@ def _to_int(text: str) -> int:
 
 # A converter is a regex for the path segment and a function from its text to
 # the handler's argument. [0-9], not \d: \d also matches non-ASCII digits.
-CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "int": (r"[0-9]+", _to_int),
-    "str": (r"[^/]+", str),
-}
+CONVERTERS: Mapping[str, tuple[str, Callable[[str], Any]]] = MappingProxyType(
+    {
+        "int": (r"[0-9]+", _to_int),
+        "str": (r"[^/]+", str),
+    }
+)
 
 _PLACEHOLDER = re.compile(r"<(?:(?P<type>[a-z]+):)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)>")
 

@@ -25,7 +25,8 @@ import sqlite3
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 BACKEND = "sqlite"
@@ -143,7 +144,7 @@ def _fill_name_keys(conn: sqlite3.Connection) -> None:
 # Each step runs in one transaction together with its user_version bump, so a
 # crash mid-migration leaves the database at the previous version, never
 # between. A step is SQL, or a function for what SQL cannot compute.
-MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """
     CREATE TABLE users (
         id INTEGER PRIMARY KEY,
@@ -239,7 +240,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     );
     CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at)
     """,
-]
+)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1092,13 +1093,15 @@ def delete_todo(
 
 # What a move carries, parents before children. Login failures stay behind:
 # they are at most a window's worth of history.
-COPIED: dict[str, tuple[str, ...]] = {
-    "users": ("id", "public_id", "name", "name_key", "password_hash", "admin"),
-    "todos": ("id", "owner_id", "text", "complete"),
-    "app_secrets": ("name", "value"),
-    "sessions": ("id", "user_id", "expires_at", "refresh_hash"),
-    "audit_events": ("id", "time", "actor", "action", "target", "address"),
-}
+COPIED: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "users": ("id", "public_id", "name", "name_key", "password_hash", "admin"),
+        "todos": ("id", "owner_id", "text", "complete"),
+        "app_secrets": ("name", "value"),
+        "sessions": ("id", "user_id", "expires_at", "refresh_hash"),
+        "audit_events": ("id", "time", "actor", "action", "target", "address"),
+    }
+)
 BOOLEAN_COLUMNS = frozenset({"admin", "complete"})
 # Tables whose ids are handed out once only (a deleted to-do's id is not reused).
 NUMBERED = ("users", "todos", "audit_events")

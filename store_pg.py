@@ -105,7 +105,7 @@ def _fill_name_keys(conn: psycopg.Connection[Any]) -> None:
 # PRECISION for SQLite's REAL Unix times. Each step runs in one transaction
 # with its schema_version bump, under an advisory lock, so two servers
 # starting at once on a new database apply each step exactly once.
-MIGRATIONS: list[str | Callable[[psycopg.Connection[Any]], None]] = [
+MIGRATIONS: tuple[str | Callable[[psycopg.Connection[Any]], None], ...] = (
     """
     CREATE TABLE users (
         id BIGSERIAL PRIMARY KEY,
@@ -188,7 +188,7 @@ MIGRATIONS: list[str | Callable[[psycopg.Connection[Any]], None]] = [
     );
     CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at)
     """,
-]
+)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

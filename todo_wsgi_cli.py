@@ -25,9 +25,10 @@ import signal
 import sqlite3
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -431,11 +432,13 @@ def listen_address(value: str) -> str:
     return value
 
 
-LISTEN_FAILURES = {
-    errno.EADDRINUSE: "the address is already in use (is another server running there?)",
-    errno.EADDRNOTAVAIL: "the address is not one of this machine's",
-    errno.EACCES: "permission denied (ports below 1024 need privileges)",
-}
+LISTEN_FAILURES = MappingProxyType(
+    {
+        errno.EADDRINUSE: "the address is already in use (is another server running there?)",
+        errno.EADDRNOTAVAIL: "the address is not one of this machine's",
+        errno.EACCES: "permission denied (ports below 1024 need privileges)",
+    }
+)
 
 
 def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
@@ -514,21 +517,23 @@ def cmd_audit(app: TodoApp, args: argparse.Namespace) -> int:
 
 # -- the command line ---------------------------------------------------------------------
 
-COMMANDS: dict[str, Callable[[TodoApp, argparse.Namespace], int]] = {
-    "create-user": cmd_create_user,
-    "list-users": cmd_list_users,
-    "set-password": cmd_set_password,
-    "delete-user": cmd_delete_user,
-    "promote": cmd_promote,
-    "demote": cmd_demote,
-    "unlock": cmd_unlock,
-    "rotate-key": cmd_rotate_key,
-    "audit": cmd_audit,
-    "backup": cmd_backup,
-    "check": cmd_check,
-    "copy-to": cmd_copy_to,
-    "serve": cmd_serve,
-}
+COMMANDS: Mapping[str, Callable[[TodoApp, argparse.Namespace], int]] = MappingProxyType(
+    {
+        "create-user": cmd_create_user,
+        "list-users": cmd_list_users,
+        "set-password": cmd_set_password,
+        "delete-user": cmd_delete_user,
+        "promote": cmd_promote,
+        "demote": cmd_demote,
+        "unlock": cmd_unlock,
+        "rotate-key": cmd_rotate_key,
+        "audit": cmd_audit,
+        "backup": cmd_backup,
+        "check": cmd_check,
+        "copy-to": cmd_copy_to,
+        "serve": cmd_serve,
+    }
+)
 
 # Commands for a database that exists: a mistyped path must not create an
 # empty one, and then back it up or call it healthy.
