@@ -270,18 +270,17 @@ class TodoApp:
             # headers come depends on Origin, so every answer varies on it,
             # including those to no or an unlisted origin.
             headers = headers + [("Vary", "Origin")] + (cors_headers(origin or "") if cors else [])
-        if status == 204 or status == 304:  # RFC 9110 15.4.5: a 304 has no content, nor a Content-Length
-            payload = b""
+        if status == 204 or status == 304:
+            # RFC 9110 15.4.5: a 304 has no content, so no Content-Type (nor a Content-Length but the 200's).
+            payload, headers = b"", [header for header in headers if header[0] != "Content-Type"]
         elif isinstance(body, bytes):
-            # Bytes come encoded, with their own type where they set one (the browser
-            # client's files, the OpenAPI document, a list page already encoded).
+            # Bytes come encoded, with their Content-Type (the browser client's files,
+            # the OpenAPI document, a list page already encoded for its ETag).
             payload = body
-            if not any(name == "Content-Type" for name, _ in headers):
-                headers = [("Content-Type", "application/json"), *headers]
         else:
             # Every other body is a dict to encode as JSON (ASCII only, so any text survives any proxy).
             payload = self.encode(body).encode("ascii")
-            headers = [("Content-Type", "application/json"), *headers]
+            headers = [JSON_TYPE, *headers]
         # Tokens and private data are never kept by a cache (the client's files say otherwise).
         if not (isinstance(body, bytes) and any(name == "Cache-Control" for name, _ in headers)):
             headers.append(("Cache-Control", "no-store"))
@@ -352,6 +351,8 @@ REFUSALS = MappingProxyType(
         store.KeyReused: (422, "Idempotency-Key reused with another request"),
     }
 )
+
+JSON_TYPE = ("Content-Type", "application/json")
 
 STATUS_LINES = MappingProxyType({status.value: f"{status.value} {status.phrase}" for status in HTTPStatus})
 
@@ -976,7 +977,7 @@ def page_answer(req: Request, body: Body, headers: list[tuple[str, str]]) -> Res
     """A list page with a weak ETag of its encoded content (and 304 on a match)."""
     payload = req.app.encode(body).encode("ascii")
     tag = 'W/"' + hashlib.blake2b(payload, digest_size=12).hexdigest() + '"'
-    return versioned(req, tag, payload, headers)
+    return versioned(req, tag, payload, [JSON_TYPE, *headers])
 
 
 def retry_safe(req: Request, data: Body, answer: Callable[[dict[str, Any]], Result]) -> store.Once | None:
@@ -1013,7 +1014,7 @@ def healthz(req: Request) -> Result:
 
 def openapi(req: Request) -> Result:
     """This API's OpenAPI 3.1 document, read and encoded once per app; no token."""
-    return 200, req.app.openapi_document
+    return 200, req.app.openapi_document, [JSON_TYPE]
 
 
 def login(req: Request) -> Result:
