@@ -111,7 +111,9 @@ class Router:
                 continue
             if method not in methods:
                 raise self._not_allowed(methods)
-            params = {name: converters[name](text) for name, text in found.groupdict().items()}
+            params = {}
+            for name, convert in converters.items():  # a loop, not a comprehension: no frame of its own
+                params[name] = convert(found[name])
             return methods[method], params
         raise HTTPError(404, "Not found")
 
