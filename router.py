@@ -112,7 +112,7 @@ class Router:
             if method not in methods:
                 raise self._not_allowed(methods)
             params = {}
-            for name, convert in converters.items():  # a loop, not a comprehension: no frame of its own
+            for name, convert in converters.items():  # a loop: Python 3.11 runs a comprehension in a frame of its own
                 params[name] = convert(found[name])
             return methods[method], params
         raise HTTPError(404, "Not found")

@@ -270,13 +270,14 @@ class TodoApp:
             # headers come depends on Origin, so every answer varies on it,
             # including those to no or an unlisted origin.
             headers = headers + [("Vary", "Origin")] + (cors_headers(origin or "") if cors else [])
+        # Each branch makes the list the edge then adds to: never the handler's own.
         if status == 204 or status == 304:
-            # RFC 9110 15.4.5: a 304 has no content, so no Content-Type (nor a Content-Length but the 200's).
+            # No content, so no Content-Type (RFC 9110 15.4.5: nor a Content-Length but the 200's, on a 304).
             payload, headers = b"", [header for header in headers if header[0] != "Content-Type"]
         elif isinstance(body, bytes):
             # Bytes come encoded, with their Content-Type (the browser client's files,
             # the OpenAPI document, a list page already encoded for its ETag).
-            payload = body
+            payload, headers = body, [*headers]
         else:
             # Every other body is a dict to encode as JSON (ASCII only, so any text survives any proxy).
             payload = self.encode(body).encode("ascii")
@@ -325,10 +326,14 @@ def json_encoder() -> Callable[[Any], str]:
     within 5% of the version before ETags and sessions (README, "Performance").
     Where that C function is missing (another Python), the public encoder.
     """
-    make_encoder = getattr(json.encoder, "c_make_encoder", None)
-    if make_encoder is None:
-        return json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
-    encoder = make_encoder(None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    public = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+    try:
+        # The arguments json.JSONEncoder.iterencode gives it for these settings.
+        encoder = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+            None, public.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+        )
+    except (AttributeError, TypeError):  # missing, or no longer taking these arguments
+        return public.encode
     return lambda body: "".join(encoder(body, 0))
 
 

@@ -31,6 +31,7 @@ import pytest
 from webtest import TestApp
 
 import todo_wsgi
+from router import Router
 from tests.conftest import (
     ADMIN_PASSWORD,
     ITERATIONS,
@@ -151,12 +152,28 @@ def busy_slot(wait: float, predict: bool = False) -> Iterator[None]:
 
 
 # Each row: how to get one status out of the app. ``t`` is alice's token headers.
+def unchanged(client: TestApp, path: str, token: dict[str, str]) -> Any:
+    """A GET of ``path`` naming the ETag it just answered: 304."""
+    tag = client.get(path, headers=token, status=200).headers["ETag"]
+    return client.get(path, headers={**token, "If-None-Match": tag}, status=304)
+
+
+def new_todo(client: TestApp, token: dict[str, str]) -> str:
+    """The path of a new to-do."""
+    return str(client.post_json("/todo", {"text": "x"}, headers=token, status=201).headers["Location"])
+
+
 ANSWERS: dict[str, Callable[[TestApp, todo_wsgi.TodoApp, dict[str, str], Any], Any]] = {
     "200": lambda c, app, t, mp: c.get("/todo", headers=t, status=200),
     "201": lambda c, app, t, mp: c.post_json("/todo", {"text": "x"}, headers=t, status=201),
     "204 preflight": lambda c, app, t, mp: c.options(
         "/todo", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}, status=204
     ),
+    "200 HEAD": lambda c, app, t, mp: c.head("/todo", headers=t, status=200),
+    "200 openapi": lambda c, app, t, mp: c.get("/openapi.json", status=200),
+    "304 list": lambda c, app, t, mp: unchanged(c, "/todo", t),
+    "304 to-do": lambda c, app, t, mp: unchanged(c, new_todo(c, t), t),
+    "412": lambda c, app, t, mp: c.put(new_todo(c, t), headers={**t, "If-Match": '"stale"'}, status=412),
     "400": lambda c, app, t, mp: c.post_json("/todo", {"text": 1}, headers=t, status=400),
     "401": lambda c, app, t, mp: c.get("/todo", status=401),
     "403": lambda c, app, t, mp: c.get("/user", headers=t, status=403),
@@ -194,6 +211,19 @@ def test_every_answer_carries_cache_control_no_store(make_app, monkeypatch, answ
     response = ANSWERS[answer](client, app, token, monkeypatch)
     assert str(response.status_int) == answer.split()[0]
     assert response.headers.getall("Cache-Control") == ["no-store"]
+
+
+@pytest.mark.parametrize("cors", [False, True])
+def test_the_edge_never_changes_the_headers_a_handler_returns(make_app, cors):
+    app = make_app(cors_origins=ORIGIN if cors else None)
+    returned = [("Content-Type", "text/plain")]
+    app.router = Router((("GET", "/fixed", lambda req: (200, b"fixed", returned)),))
+    client = TestApp(validator(app))
+    for _ in range(3):
+        response = client.get("/fixed", headers={"Origin": ORIGIN}, status=200)
+        assert response.headers.getall("Content-Length") == ["5"]
+        assert response.headers.getall("Cache-Control") == ["no-store"]
+    assert returned == [("Content-Type", "text/plain")]
 
 
 # -- point 6: the RFC 6750 challenge says why ------------------------------------------------
