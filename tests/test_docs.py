@@ -142,3 +142,13 @@ def test_every_test_the_docs_cite_exists() -> None:
     for module, name in cited:
         source = (ROOT / "tests" / f"{module}.py").read_text()
         assert re.search(rf"^def {name}\(", source, flags=re.MULTILINE), f"tests/{module}.py::{name}"
+
+
+def test_the_module_table_counts_each_files_lines_as_wc_does() -> None:
+    table = (ROOT / "docs" / "architecture.md").read_text()
+    counted = dict(re.findall(r"^\| `([\w.]+\.py)` \| (\d+) \|", table, flags=re.MULTILINE))
+    assert set(counted) == {"todo_wsgi.py", "router.py", "store.py", "store_pg.py", "todo_wsgi_cli.py"}
+    for name, lines in counted.items():
+        assert int(lines) == len((ROOT / name).read_text().splitlines()), name
+    app_lines = re.search(r"^\| the app module, lines \| .*? \| (\d+) ", table, flags=re.MULTILINE)
+    assert app_lines is not None and app_lines[1] == counted["todo_wsgi.py"]
