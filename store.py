@@ -1091,15 +1091,18 @@ def delete_todo(
 
 # -- copying a whole database (python -m todo_wsgi copy-to) -----------------------------
 
-# What a move carries, parents before children. Login failures stay behind:
-# they are at most a window's worth of history.
+# What a move carries, parents before children: an account's count of password
+# changes (its ETag's part), and the idempotency keys (a retry after the move is
+# still answered once). Login failures stay behind: they are at most a window's
+# worth of history.
 COPIED: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        "users": ("id", "public_id", "name", "name_key", "password_hash", "admin"),
+        "users": ("id", "public_id", "name", "name_key", "password_hash", "admin", "password_changes"),
         "todos": ("id", "owner_id", "text", "complete"),
         "app_secrets": ("name", "value"),
         "sessions": ("id", "user_id", "expires_at", "refresh_hash"),
         "audit_events": ("id", "time", "actor", "action", "target", "address"),
+        "idempotency_keys": ("owner", "key", "fingerprint", "answer", "created_at"),
     }
 )
 BOOLEAN_COLUMNS = frozenset({"admin", "complete"})

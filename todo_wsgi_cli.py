@@ -389,8 +389,9 @@ def cmd_copy_to(app: TodoApp, args: argparse.Namespace) -> int:
     finally:
         target.close()
     print(
-        f"copied {counts['users']} accounts, {counts['todos']} to-dos, the signing key and "
-        f"{counts['sessions']} sessions and {counts['audit_events']} audit events to {redact(args.url)}; "
+        f"copied {counts['users']} accounts, {counts['todos']} to-dos, the signing key, "
+        f"{counts['sessions']} sessions, {counts['audit_events']} audit events and "
+        f"{counts['idempotency_keys']} idempotency keys to {redact(args.url)}; "
         "point TODO_DATABASE there and start the servers"
     )
     return 0

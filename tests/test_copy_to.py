@@ -68,7 +68,7 @@ def test_copy_to_moves_everything_so_tokens_issued_before_work_after(
 ):
     status, out, err = copy_to(database, target, capsys)
     assert (status, err) == (0, "")
-    assert "copied 3 accounts, 3 to-dos, the signing key and 2 sessions" in out
+    assert "copied 3 accounts, 3 to-dos, the signing key, 2 sessions, " in out
     moved = TestApp(validator(make_app(database=target)))
     assert moved.get("/todo", headers=world["alice"], status=200).json["todos"] == world["todos"]
     assert moved.get("/me", headers=world["alice"], status=200).json["user"]["name"] == "alice"
@@ -121,3 +121,33 @@ def test_copy_to_a_sqlite_file_copies_too(database, world, make_app, tmp_path: P
     assert moved.get("/todo", headers=world["alice"], status=200).json["todos"] == world["todos"]
     created = moved.post_json("/todo", {"text": "after"}, headers=world["alice"], status=201).json
     assert created["todo"]["id"] == world["deleted_id"] + 1
+
+
+def test_copy_to_keeps_every_etag(database, world, target, make_app, client, capsys):
+    # Bob's password changed once before the move: his account's version counts it.
+    admin = {"x-access-token": login(client, "admin", ADMIN_PASSWORD)}
+    bob = next(user for user in world["users"]["users"] if user["name"] == "bob")
+    tags = {
+        path: client.get(path, headers=headers, status=200).headers["ETag"]
+        for path, headers in (
+            (f"/user/{bob['public_id']}", admin),
+            ("/me", world["alice"]),
+            ("/todo/2", world["alice"]),
+            ("/todo", world["alice"]),
+        )
+    }
+    assert copy_to(database, target, capsys)[0] == 0
+    moved = TestApp(validator(make_app(database=target)))
+    for path, tag in tags.items():
+        headers = admin if path.startswith("/user/") else world["alice"]
+        moved.get(path, headers={**headers, "If-None-Match": tag}, status=304)
+
+
+def test_a_create_retried_after_the_move_is_answered_once(database, world, target, make_app, client, capsys):
+    retried = {**world["alice"], "Idempotency-Key": "move-1"}
+    first = client.post_json("/todo", {"text": "before the move"}, headers=retried, status=201)
+    assert copy_to(database, target, capsys)[0] == 0
+    moved = TestApp(validator(make_app(database=target)))
+    again = moved.post_json("/todo", {"text": "before the move"}, headers=retried, status=201)
+    assert (again.json, again.headers["Location"]) == (first.json, first.headers["Location"])
+    assert len(moved.get("/todo", headers=world["alice"], status=200).json["todos"]) == len(world["todos"]) + 1
