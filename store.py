@@ -679,8 +679,7 @@ def _admin_count(conn: sqlite3.Connection) -> int:
 
 def start_session(
     conn: sqlite3.Connection,
-    user_id: int,
-    verified_hash: str,
+    verified: dict[str, Any],
     caller: Caller,
     refresh_hash: str,
     expires_at: float,
@@ -689,25 +688,30 @@ def start_session(
     name: str = "",
     address: str = "",
 ) -> bool:
-    """Start the session ``caller`` names for the account whose password hash was verified.
+    """Start the session ``caller`` names for the account whose password was verified
+    (``verified``: the account as get_login read it, its hash and count of password changes).
 
-    One transaction, only if the hash is still ``verified_hash``: a password
-    changed while the login was hashing wins, and no session starts (False).
-    Stores the session's first refresh token (its hash), ``stronger_hash``
-    (the same password at today's cost) in place of the old one, clears the
-    failed logins of (name, address) (the throttle's keys) and gives back the
-    attempt counted against the address; records login.succeeded.
+    One transaction, only if the password has not changed since (its count of
+    changes is still the one read): a password changed while the login was
+    hashing wins, and no session starts (False). Stores the session's first
+    refresh token (its hash) and ``stronger_hash`` (the same password at
+    today's cost) in place of the hash verified, unless another login stored its
+    own meanwhile; clears the failed logins of (name, address) (the throttle's
+    keys), gives back the attempt counted against the address, and records
+    login.succeeded.
     """
     with transaction(conn):
-        started = conn.execute(
-            "INSERT INTO sessions (id, user_id, expires_at, refresh_hash)"
-            " SELECT ?, id, ?, ? FROM users WHERE id = ? AND password_hash = ?",
-            (caller.session_id, expires_at, refresh_hash, user_id, verified_hash),
-        ).rowcount
-        if not started:
+        row = conn.execute(
+            "SELECT password_hash, password_changes FROM users WHERE id = ?", (verified["id"],)
+        ).fetchone()
+        if row is None or row[1] != verified["password_changes"]:
             return False
-        if stronger_hash is not None:
-            conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (stronger_hash, user_id))
+        conn.execute(
+            "INSERT INTO sessions (id, user_id, expires_at, refresh_hash) VALUES (?, ?, ?, ?)",
+            (caller.session_id, verified["id"], expires_at, refresh_hash),
+        )
+        if stronger_hash is not None and row[0] == verified["password_hash"]:
+            conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (stronger_hash, verified["id"]))
         _forgive_attempt(conn, name, address)
         _record(conn, caller, "login.succeeded", caller.public_id)
     return True

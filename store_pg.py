@@ -626,8 +626,7 @@ def _lock_admins(conn: psycopg.Connection[Any]) -> list[int]:
 @_retried
 def start_session(
     conn: psycopg.Connection[Any],
-    user_id: int,
-    verified_hash: str,
+    verified: dict[str, Any],
     caller: Caller,
     refresh_hash: str,
     expires_at: float,
@@ -636,16 +635,22 @@ def start_session(
     name: str = "",
     address: str = "",
 ) -> bool:
+    """As store.start_session; the account's row is locked first (FOR NO KEY UPDATE): a
+    password change in flight either commits first (and no session starts) or waits for
+    this one (and its DELETE ends the new session too). Without the lock the INSERT's
+    foreign-key check takes only FOR KEY SHARE, which a change does not wait for."""
     with transaction(conn):
-        started = conn.execute(
-            "INSERT INTO sessions (id, user_id, expires_at, refresh_hash)"
-            " SELECT %s, id, %s, %s FROM users WHERE id = %s AND password_hash = %s",
-            (caller.session_id, expires_at, refresh_hash, user_id, verified_hash),
-        ).rowcount
-        if not started:
+        row = conn.execute(
+            "SELECT password_hash, password_changes FROM users WHERE id = %s FOR NO KEY UPDATE", (verified["id"],)
+        ).fetchone()
+        if row is None or row[1] != verified["password_changes"]:
             return False
-        if stronger_hash is not None:
-            conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (stronger_hash, user_id))
+        conn.execute(
+            "INSERT INTO sessions (id, user_id, expires_at, refresh_hash) VALUES (%s, %s, %s, %s)",
+            (caller.session_id, verified["id"], expires_at, refresh_hash),
+        )
+        if stronger_hash is not None and row[0] == verified["password_hash"]:
+            conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (stronger_hash, verified["id"]))
         _forgive_attempt(conn, name, address)
         _record(conn, caller, "login.succeeded", caller.public_id)
     return True

@@ -1025,8 +1025,8 @@ def openapi(req: Request) -> Result:
 def login(req: Request) -> Result:
     """Exchange HTTP Basic credentials for a token of a new session, throttled per name and address.
 
-    Check, hash, then decide again: the session starts only if the password
-    hash is still the one verified, in the same transaction as the write.
+    Check, hash, then decide again: the session starts only if the password has
+    not changed since it was read, in the same transaction as the write.
     """
     app, credentials = req.app, basic_credentials(req.environ)
     if credentials is None:
@@ -1056,9 +1056,8 @@ def login(req: Request) -> Result:
     caller = store.Caller(digest(session_id), account["public_id"], req.client, issued)
     refresh_token, ends = new_refresh_token(session_id), issued + app.settings.refresh_ttl
     started = req.store.start_session(
-        req.conn, account["id"], stored, caller, digest(refresh_token), ends, stronger_hash=stronger,
-        name=name_key, address=address,
-    )  # fmt: skip
+        req.conn, account, caller, digest(refresh_token), ends, stronger_hash=stronger, name=name_key, address=address
+    )
     if not started:  # the password changed while this login was hashing
         raise could_not_verify()
     req.account = account  # for the access log

@@ -58,7 +58,7 @@ def seed(app: todo_wsgi.TodoApp) -> None:
         for name, todos in TODOS.items():
             row = app.store.get_login(conn, name)
             owner = store.Caller(uuid.uuid4().hex, row["public_id"], None, app.clock())
-            app.store.start_session(conn, row["id"], row["password_hash"], owner, uuid.uuid4().hex, app.clock() + 3600)
+            app.store.start_session(conn, row, owner, uuid.uuid4().hex, app.clock() + 3600)
             for text, complete in todos:
                 todo = app.store.create_todo(conn, owner, text, app.settings.max_todos_per_account)
                 if complete:

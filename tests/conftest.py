@@ -184,7 +184,7 @@ def store_caller(app: todo_wsgi.TodoApp, name: str) -> Any:
         row = app.store.get_login(conn, name)
         caller = store.Caller(uuid.uuid4().hex, row["public_id"], None, app.clock())
         refresh_hash = uuid.uuid4().hex
-        assert app.store.start_session(conn, row["id"], row["password_hash"], caller, refresh_hash, app.clock() + 86400)
+        assert app.store.start_session(conn, row, caller, refresh_hash, app.clock() + 86400)
     return caller
 
 

@@ -89,6 +89,44 @@ def test_a_login_hashing_while_its_password_changes_gets_no_working_token(app, c
     client.post("/login", headers=basic("alice", "changed-password-2"), status=200)
 
 
+def test_a_login_starting_its_session_while_a_password_reset_commits_keeps_no_session(
+    app, client, admin_headers, user, monkeypatch
+):
+    # The window is held open inside the reset's own transaction: after its writes
+    # (the new hash, its sessions deleted), before its commit. The login, its
+    # password verified against the old hash, then starts its session.
+    inside, go_on = threading.Event(), threading.Event()
+    real_record = app.store._record
+
+    def record_then_hold(conn, caller, action, target):
+        real_record(conn, caller, action, target)
+        if action == "account.password_reset":
+            inside.set()
+            assert go_on.wait(10)
+
+    monkeypatch.setattr(app.store, "_record", record_then_hold)
+    reset = {"password": "reset-by-admin-1"}
+    resetting, _ = in_thread(
+        app, lambda c: c.patch_json(f"/user/{user['public_id']}", reset, headers=admin_headers, status=200)
+    )
+    assert inside.wait(10)
+    logging_in, answer = in_thread(
+        app, lambda c: c.post("/login", headers=basic("alice", USER_PASSWORD), expect_errors=True)
+    )
+    # The login must wait for the reset (SQLite: the write lock; PostgreSQL: the account's
+    # row); one that does not finishes at once.
+    logging_in.join(0.5)
+    go_on.set()
+    resetting.join(10)
+    logging_in.join(10)
+    (response,) = answer
+    if response.status_int == 200:  # then its token must not outlive the reset
+        client.get("/me", headers={"x-access-token": response.json["token"]}, status=401)
+    assert response.status_int == 401
+    client.post("/login", headers=basic("alice", "reset-by-admin-1"), status=200)
+    client.post("/login", headers=basic("alice", USER_PASSWORD), status=401)
+
+
 def test_an_admin_reset_during_the_attackers_password_change_leaves_the_admins_password(
     app, client, admin_headers, user, user_headers, gated
 ):

@@ -42,7 +42,7 @@ def new_user(s, conn, name, admin=False):
     s.create_user(conn, None, str(uuid.uuid4()), name, HASH, admin)
     account = s.get_user_by_name(conn, name)
     caller = store.Caller(uuid.uuid4().hex, account["public_id"], "10.0.0.9", 1e9)
-    assert s.start_session(conn, account["id"], HASH, caller, uuid.uuid4().hex, 2e9)
+    assert s.start_session(conn, s.get_login(conn, name), caller, uuid.uuid4().hex, 2e9)
     return {**account, "caller": caller}
 
 
@@ -249,29 +249,36 @@ def test_a_new_password_ends_every_session_of_the_account_and_no_other(s, conn):
     assert s.session_account(conn, *bob["caller"][:2], 1.5e9)["name"] == "bob"
 
 
-def test_a_session_starts_only_while_the_hash_is_the_one_verified(s, conn):
+def test_a_session_starts_only_while_the_password_is_unchanged_since_it_was_read(s, conn):
     alice = new_user(s, conn, "alice")
+    read = s.get_login(conn, "alice")
     s.update_user(conn, None, alice["public_id"], password_hash="changed meanwhile")
     before = everything(conn)
-    assert (
-        s.start_session(conn, alice["id"], HASH, another_session(alice, "late"), "r1", 2e9, stronger_hash="stronger")
-        is False
-    )
+    assert s.start_session(conn, read, another_session(alice, "late"), "r1", 2e9, stronger_hash="stronger") is False
     assert everything(conn) == before
 
 
 def test_a_session_start_stores_the_stronger_hash_of_the_verified_password(s, conn):
     alice = new_user(s, conn, "alice")
-    assert (
-        s.start_session(conn, alice["id"], HASH, another_session(alice, "next"), "r2", 2e9, stronger_hash="stronger")
-        is True
-    )
+    read = s.get_login(conn, "alice")
+    assert s.start_session(conn, read, another_session(alice, "next"), "r2", 2e9, stronger_hash="stronger") is True
     assert s.get_login(conn, "alice")["password_hash"] == "stronger"
+
+
+def test_a_session_starts_though_another_login_stored_its_stronger_hash_meanwhile(s, conn):
+    # Two logins read the same old hash; the first to start its session stores its
+    # stronger hash, the second starts its session and keeps the first one's.
+    alice = new_user(s, conn, "alice")
+    read = s.get_login(conn, "alice")
+    assert s.start_session(conn, read, another_session(alice, "first"), "r5", 2e9, stronger_hash="first's") is True
+    assert s.start_session(conn, read, another_session(alice, "second"), "r6", 2e9, stronger_hash="second's") is True
+    assert s.get_login(conn, "alice")["password_hash"] == "first's"
+    assert s.session_account(conn, "second", alice["public_id"], 1.5e9)["name"] == "alice"
 
 
 def test_ending_a_session_ends_only_it(s, conn):
     alice = new_user(s, conn, "alice")
-    assert s.start_session(conn, alice["id"], HASH, another_session(alice, "second"), "r3", 2e9)
+    assert s.start_session(conn, s.get_login(conn, "alice"), another_session(alice, "second"), "r3", 2e9)
     assert s.end_session(conn, alice["caller"]) is True
     assert s.end_session(conn, alice["caller"]) is False
     assert s.session_account(conn, "second", alice["public_id"], 1.5e9)["name"] == "alice"
@@ -303,7 +310,7 @@ def test_a_right_password_clears_the_names_count_and_gives_back_one_address_atte
     for name in ("x", "y", "alice"):
         s.count_login_attempt(conn, name, "10.0.0.1", 100.0, 900)
     assert s.start_session(
-        conn, alice["id"], HASH, another_session(alice, "s2"), "r4", 2e9, name="alice", address="10.0.0.1"
+        conn, s.get_login(conn, "alice"), another_session(alice, "s2"), "r4", 2e9, name="alice", address="10.0.0.1"
     )
     assert s.count_login_attempt(conn, "alice", "10.0.0.1", 101.0, 900)[::2] == (1, 3)
 
