@@ -701,8 +701,11 @@ def start_session(
     login.succeeded.
     """
     with transaction(conn):
+        # By public id too: an internal id can be handed out again (to the account
+        # created after the newest was deleted), a public id never is.
         row = conn.execute(
-            "SELECT password_hash, password_changes FROM users WHERE id = ?", (verified["id"],)
+            "SELECT password_hash, password_changes FROM users WHERE id = ? AND public_id = ?",
+            (verified["id"], verified["public_id"]),
         ).fetchone()
         if row is None or row[1] != verified["password_changes"]:
             return False

@@ -635,13 +635,14 @@ def start_session(
     name: str = "",
     address: str = "",
 ) -> bool:
-    """As store.start_session; the account's row is locked first (FOR NO KEY UPDATE): a
-    password change in flight either commits first (and no session starts) or waits for
-    this one (and its DELETE ends the new session too). Without the lock the INSERT's
-    foreign-key check takes only FOR KEY SHARE, which a change does not wait for."""
+    """As store.start_session; the account's row is read FOR NO KEY UPDATE: a password
+    change in flight either commits first (the read waits, then sees its new count, and no
+    session starts) or waits for this one (and its DELETE ends the new session too). A
+    plain read would decide on the snapshot taken before a change about to commit."""
     with transaction(conn):
         row = conn.execute(
-            "SELECT password_hash, password_changes FROM users WHERE id = %s FOR NO KEY UPDATE", (verified["id"],)
+            "SELECT password_hash, password_changes FROM users WHERE id = %s AND public_id = %s FOR NO KEY UPDATE",
+            (verified["id"], verified["public_id"]),
         ).fetchone()
         if row is None or row[1] != verified["password_changes"]:
             return False

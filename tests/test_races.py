@@ -116,6 +116,7 @@ def test_a_login_starting_its_session_while_a_password_reset_commits_keeps_no_se
     # The login must wait for the reset (SQLite: the write lock; PostgreSQL: the account's
     # row); one that does not finishes at once.
     logging_in.join(0.5)
+    assert logging_in.is_alive()
     go_on.set()
     resetting.join(10)
     logging_in.join(10)
@@ -125,6 +126,27 @@ def test_a_login_starting_its_session_while_a_password_reset_commits_keeps_no_se
     assert response.status_int == 401
     client.post("/login", headers=basic("alice", "reset-by-admin-1"), status=200)
     client.post("/login", headers=basic("alice", USER_PASSWORD), status=401)
+
+
+def test_a_login_of_an_account_deleted_while_it_hashes_never_opens_the_account_created_after_it(
+    app, client, admin_headers, user, gated
+):
+    # alice is the newest account: on SQLite her internal id is handed out again to the
+    # next account. Her login is held in its PBKDF2 run, her password already read.
+    gate = gated(USER_PASSWORD)
+    logging_in, answer = in_thread(
+        app, lambda c: c.post("/login", headers=basic("alice", USER_PASSWORD), expect_errors=True)
+    )
+    assert gate.entered.wait(10)
+    client.delete(f"/user/{user['public_id']}", headers=admin_headers, status=200)
+    bob = {"name": "bob", "password": "bobs-own-password-9"}
+    client.post_json("/user", bob, headers=admin_headers, status=201)
+    before = everything(app)
+    gate.released.set()
+    logging_in.join(10)
+    (response,) = answer
+    assert response.status_int == 401
+    assert everything(app)["sessions"] == before["sessions"]
 
 
 def test_an_admin_reset_during_the_attackers_password_change_leaves_the_admins_password(
