@@ -635,6 +635,11 @@ class Hasher:
         digest = self._run(password.encode(), salt, self.iterations)
         return "$".join((PASSWORD_SCHEME, str(self.iterations), _b64(salt), _b64(digest)))
 
+    def derive(self, secret: str, salt: bytes) -> str:
+        """PBKDF2 of ``secret`` with the given ``salt`` at today's cost, as hex: the same
+        text for the same inputs (to compare a secret later without keeping it)."""
+        return self._run(secret.encode(), salt, self.iterations).hex()
+
     def verify(self, password: str, stored: str) -> bool:
         """Check ``password`` against ``stored`` in constant time, at today's cost at least.
 
@@ -981,18 +986,32 @@ def versioned(req: Request, tag: str, body: Body | bytes, headers: Iterable[tupl
 def page_answer(req: Request, body: Body, headers: list[tuple[str, str]]) -> Result:
     """A list page with a weak ETag of its encoded content (and 304 on a match)."""
     payload = req.app.encode(body).encode("ascii")
-    tag = 'W/"' + hashlib.blake2b(payload, digest_size=12).hexdigest() + '"'
+    digest = hashlib.blake2b(payload, digest_size=12)
+    for _, value in headers:  # the next page's Link: a page that gains or loses one has changed
+        digest.update(value.encode("utf-8", "surrogatepass"))
+    tag = 'W/"' + digest.hexdigest() + '"'
     return versioned(req, tag, payload, [JSON_TYPE, *headers])
 
 
-def retry_safe(req: Request, data: Body, answer: Callable[[dict[str, Any]], Result]) -> store.Once | None:
+def retry_safe(
+    req: Request, data: Body, answer: Callable[[dict[str, Any]], Result], secret_field: str | None = None
+) -> store.Once | None:
     """The Idempotency-Key of a create, if any: its key, a fingerprint of this request
-    (method, path and the body as parsed JSON), and the answer to keep for its retries."""
+    (method, path and the body as parsed JSON), and the answer to keep for its retries.
+
+    The fingerprint is kept a day, in backups too: a ``secret_field`` (a password)
+    enters it only through a PBKDF2 run at today's cost, salted by the account and
+    the key, so a copy of the database holds it no weaker than the account's own hash.
+    """
     key = req.environ.get("HTTP_IDEMPOTENCY_KEY")
     if key is None:
         return None
     if not 1 <= len(key) <= 255 or not all(" " <= ch <= "~" for ch in key):
         raise HTTPError(400, "Header 'Idempotency-Key' must be 1 to 255 printable ASCII characters")
+    if secret_field is not None:
+        salt = hashlib.sha256(f"{req.claims['public_id']}\x1f{key}".encode()).digest()[:16]
+        with req.app.hasher.slot(SIGNED_IN_HASH_WAIT):
+            data = {**data, secret_field: req.app.hasher.derive(data[secret_field], salt)}
     request = json.dumps([req.method, req.url(req.path), data], sort_keys=True, separators=(",", ":"))
     now = req.app.clock()
 
@@ -1226,7 +1245,7 @@ def create_user(req: Request) -> Result:
         headers = [("Location", req.url(f"/user/{user['public_id']}")), ("ETag", account_tag(user))]
         return 201, {"message": "New user created!", "user": public(user)}, headers
 
-    once = retry_safe(req, data, answer)
+    once = retry_safe(req, data, answer, secret_field="password")
     created = req.store.create_user(req.conn, req.caller, str(uuid.uuid4()), name, password_hash, False, once)
     return replayed(created) if isinstance(created, str) else answer(created)
 

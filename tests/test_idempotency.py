@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import threading
@@ -105,6 +106,23 @@ def test_creating_an_account_is_retry_safe_too(client, admin_headers):
     assert again.json == first.json and again.headers["Location"] == first.headers["Location"]
     assert len(client.get("/user", headers=admin_headers, status=200).json["users"]) == 2
     client.post_json("/user", {**body, "name": "robert"}, headers=headers, status=422)
+
+
+def test_a_new_accounts_password_is_kept_no_weaker_than_its_hash(app, client, admin_headers):
+    # The fingerprint of a keyed POST /user is kept a day, backups included: a fast hash
+    # of a body holding the password would let a copy of the database guess it cheaply.
+    password = "sunshine-1"
+    body = {"name": "bob", "password": password}
+    headers = {**admin_headers, "Idempotency-Key": "new-bob"}
+    client.post_json("/user", body, headers=headers, status=201)
+    with app.db.connection() as conn:
+        ((fingerprint, answer),) = conn.execute("SELECT fingerprint, answer FROM idempotency_keys").fetchall()
+    for request in (["POST", "/user", body], ["POST", "/user", {"password": password, "name": "bob"}]):
+        fast = hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        assert fingerprint != fast
+    assert password not in answer
+    client.post_json("/user", body, headers=headers, status=201)  # the same request: replayed
+    client.post_json("/user", {**body, "password": "sunshine-2"}, headers=headers, status=422)
 
 
 def test_keys_past_their_day_are_pruned_by_later_creates(app, client, clock, user, user_headers):

@@ -95,6 +95,15 @@ def test_a_todo_list_page_answers_a_weak_etag_and_304_on_a_match(client, user_he
     assert client.get("/todo", headers={**user_headers, "If-None-Match": tag}, status=200).headers["ETag"] != tag
 
 
+def test_a_page_that_gains_a_next_link_has_another_etag(client, user_headers, todo):
+    first = client.get("/todo", params={"limit": 1}, headers=user_headers, status=200)
+    assert "Link" not in first.headers
+    client.post_json("/todo", {"text": "second"}, headers=user_headers, status=201)
+    again = client.get("/todo", params={"limit": 1}, headers={**user_headers, "If-None-Match": first.headers["ETag"]})
+    assert again.status_int == 200 and again.json == first.json
+    assert 'rel="next"' in again.headers["Link"]
+
+
 def test_an_account_answers_the_same_strong_etag_at_me_and_at_its_user_url(client, user, user_headers, admin_headers):
     mine = client.get("/me", headers=user_headers, status=200).headers["ETag"]
     theirs = client.get(f"/user/{user['public_id']}", headers=admin_headers, status=200).headers["ETag"]
