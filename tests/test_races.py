@@ -268,3 +268,51 @@ def test_a_todo_write_after_its_session_ended_mid_request_writes_nothing(app, cl
     assert response.headers["WWW-Authenticate"] == challenge("revoked")
     after = everything(app)
     assert after["todos"] == before["todos"]
+
+
+@pytest.mark.parametrize("resource", ["todo", "account"])
+def test_two_writes_naming_the_same_etag_at_once_one_wins_the_other_is_412(
+    app, client, admin_headers, user, user_headers, monkeypatch, resource
+):
+    # The first write is held inside its transaction, its If-Match already checked; the
+    # second, naming the same ETag, must wait for it and then find the ETag stale.
+    if resource == "todo":
+        path = client.post_json("/todo", {"text": "mine"}, headers=user_headers, status=201).headers["Location"]
+        headers, first, second = user_headers, {"text": "first"}, {"text": "second"}
+    else:
+        path, headers = f"/user/{user['public_id']}", admin_headers
+        first, second = {"name": "first"}, {"name": "second"}
+    tag = client.get(path, headers=headers, status=200).headers["ETag"]
+    inside, go_on = threading.Event(), threading.Event()
+    real_precondition = todo_wsgi.precondition
+
+    def held_precondition(req, tag_of):
+        check = real_precondition(req, tag_of)
+        if check is None or "HTTP_X_HOLD" not in req.environ:
+            return check
+
+        def checked_then_held(current):
+            check(current)
+            inside.set()
+            assert go_on.wait(10)
+
+        return checked_then_held
+
+    monkeypatch.setattr(todo_wsgi, "precondition", held_precondition)
+    held, held_answer = in_thread(
+        app,
+        lambda c: c.patch_json(path, first, headers={**headers, "If-Match": tag, "X-Hold": "1"}, expect_errors=True),
+    )
+    assert inside.wait(10)
+    racing, racing_answer = in_thread(
+        app, lambda c: c.patch_json(path, second, headers={**headers, "If-Match": tag}, expect_errors=True)
+    )
+    racing.join(0.5)
+    assert racing.is_alive()  # waiting for the held write's transaction
+    go_on.set()
+    held.join(10)
+    racing.join(10)
+    assert (held_answer[0].status_int, racing_answer[0].status_int) == (200, 412)
+    assert racing_answer[0].headers["ETag"] == held_answer[0].headers["ETag"]
+    shown = client.get(path, headers=headers, status=200).json
+    assert shown.get("todo", shown.get("user"))[next(iter(first))] == "first"
