@@ -661,10 +661,13 @@ def start_session(
 def refresh_session(
     conn: psycopg.Connection[Any], session_id: str, spent_hash: str, new_hash: str, now: float, address: str | None
 ) -> tuple[dict[str, Any], float] | None:
+    """As store.refresh_session; the session's row is read FOR UPDATE, so a logout or a
+    password change deleting it either commits first (no session: None) or waits for
+    this refresh: a token that then fails to rotate was spent, not lost to that race."""
     with transaction(conn):
         row = conn.execute(
             "SELECT s.expires_at, " + ACCOUNT_COLUMNS + " FROM sessions s JOIN users u ON u.id = s.user_id"
-            " WHERE s.id = %s",
+            " WHERE s.id = %s FOR UPDATE OF s",
             (session_id,),
         ).fetchone()
         if row is None or row[0] <= now:

@@ -1055,12 +1055,17 @@ def login(req: Request) -> Result:
     # must not be able to grow the table by sending huge names.
     name_key, address = name[:100], req.address
     # Refused before it may even wait for a hashing slot: a client past its limit
-    # must not keep others' logins from hashing (counted and recorded below, once).
+    # must not keep others' logins from hashing. A read first, so a login within its
+    # limits is counted once, below; a throttled one is counted and recorded here.
     now = app.clock()
     counts: tuple[int, float, int, float] = req.store.login_failures(
         req.conn, name_key, address, now - app.settings.login_window
     )
-    refuse_if_throttled(req, *counts, now)
+    try:
+        refuse_if_throttled(req, *counts, now)
+    except HTTPError:
+        check_throttle(req, name_key, address, now)  # counts, records (within the budget), 429
+        raise
     with app.hasher.slot(LOGIN_HASH_WAIT, predict=True):  # busy: 503 at once, nothing counted
         issued = app.clock()  # before the hash is read: the token is never newer than what it saw
         by_address = check_throttle(req, name_key, address, issued)
@@ -1078,6 +1083,7 @@ def login(req: Request) -> Result:
         req.conn, account, caller, digest(refresh_token), ends, stronger_hash=stronger, name=name_key, address=address
     )
     if not started:  # the password changed while this login was hashing
+        record_refusal(req, "login.failed", account["public_id"], by_address, issued)
         raise could_not_verify()
     req.account = account  # for the access log
     req.store.prune(req.conn, issued, issued - app.settings.audit_retention_days * 86400)
@@ -1128,6 +1134,8 @@ def refresh(req: Request) -> Result:
     if found is None:
         raise token_refused("revoked")
     account, ends = found
+    if int(ends) <= int(now):  # in its last second: an access token of it would be born expired
+        raise token_refused("expired")
     req.account = account
     return 200, session_answer(req.app, account, session_id, successor, now, ends)
 

@@ -174,3 +174,87 @@ def test_one_address_records_at_most_its_budget_plus_one_refused_logins_per_wind
             "SELECT count(*) FROM audit_events WHERE action IN ('login.failed', 'login.throttled')"
         ).fetchone()
     assert recorded == 3 + 1
+
+
+def recorded(app: Any, *names: str) -> int:
+    """How many events of these actions the trail holds."""
+    with app.db.connection() as conn:
+        marks = ", ".join("?" if app.store.BACKEND == "sqlite" else "%s" for _ in names)
+        return int(conn.execute(f"SELECT count(*) FROM audit_events WHERE action IN ({marks})", names).fetchone()[0])
+
+
+def test_every_throttled_login_is_recorded_within_the_addresss_budget(make_app, user):
+    app = make_app(login_max_failures=2, login_max_failures_per_address=50)
+    client = TestApp(validator(app), extra_environ={"REMOTE_ADDR": ADDRESS})
+    statuses = [
+        client.post("/login", headers=basic("alice", "wrong-password"), expect_errors=True).status_int for _ in range(8)
+    ]
+    assert statuses == [401, 401] + [429] * 6
+    assert (recorded(app, "login.failed"), recorded(app, "login.throttled")) == (2, 6)
+
+
+def test_wrong_old_passwords_record_at_most_the_addresss_budget_plus_one(make_app):
+    app = make_app(login_max_failures=100, login_max_failures_per_address=3)
+    client = TestApp(validator(app), extra_environ={"REMOTE_ADDR": ADDRESS})
+    from tests.conftest import add_account as add
+
+    add(app, "alice", USER_PASSWORD)
+    headers = {"x-access-token": login(client, "alice", USER_PASSWORD)}
+    change = {"old_password": "not-the-password", "new_password": "another-password-1"}
+    for _ in range(12):
+        client.put_json("/me/password", change, headers=headers, expect_errors=True)
+    assert recorded(app, "login.failed", "login.throttled") == 3 + 1
+
+
+@pytest.mark.parametrize(
+    ("change", "action"),
+    [
+        (
+            lambda c, admin, user, mine: c.delete(f"/user/{user['public_id']}", headers=admin, status=500),
+            "account.deleted",
+        ),
+        (
+            lambda c, admin, user, mine: c.put(f"/user/{user['public_id']}", headers=admin, status=500),
+            "account.promoted",
+        ),
+        (
+            lambda c, admin, user, mine: c.patch_json(
+                f"/user/{user['public_id']}", {"name": "al"}, headers=admin, status=500
+            ),
+            "account.renamed",
+        ),
+        (
+            lambda c, admin, user, mine: c.put_json(
+                "/me/password",
+                {"old_password": USER_PASSWORD, "new_password": "changed-password-1"},
+                headers=mine,
+                status=500,
+            ),
+            "account.password_changed",
+        ),
+        (lambda c, admin, user, mine: c.post("/logout", headers=mine, status=500), "logout"),
+    ],
+)
+def test_an_event_that_cannot_be_written_undoes_its_change(
+    app, client, admin_headers, user, user_headers, monkeypatch, change, action
+):
+    # The event is written in the change's own transaction: if it fails, so does the change.
+    real_record = app.store._record
+
+    def failing_record(conn, caller, recorded_action, target):
+        real_record(conn, caller, recorded_action, target)
+        if recorded_action == action:
+            raise RuntimeError("the audit trail cannot be written")
+
+    def snapshot() -> dict[str, Any]:
+        with app.db.connection() as conn:
+            return {
+                table: sorted(map(tuple, conn.execute(f"SELECT * FROM {table}").fetchall()), key=repr)
+                for table in ("users", "todos", "sessions", "audit_events")
+            }
+
+    before = snapshot()
+    monkeypatch.setattr(app.store, "_record", failing_record)
+    change(client, admin_headers, user, user_headers)
+    monkeypatch.undo()
+    assert snapshot() == before

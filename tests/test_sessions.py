@@ -51,6 +51,59 @@ def test_a_refresh_answers_a_new_pair_that_works(client, user):
     assert client.get("/me", headers=bearer(second), status=200).json["user"]["name"] == "alice"
 
 
+def test_a_session_in_its_last_second_is_not_refreshed(make_app, clock):
+    # Its access token would be born expired (expires_in 0).
+    from wsgiref.validate import validator
+
+    from webtest import TestApp
+
+    from tests.conftest import add_account
+
+    app = make_app(refresh_ttl=3600)
+    client = TestApp(validator(app))
+    add_account(app, "alice", USER_PASSWORD)
+    clock.advance(0.7)  # a login in the middle of a second: the session ends in the middle of one
+    pair = log_in(client)
+    clock.advance(3599.6)
+    response = refresh(client, pair["refresh_token"], status=401)
+    assert response.headers["WWW-Authenticate"] == challenge("expired")
+
+
+def test_a_refresh_that_loses_its_session_to_a_logout_is_no_replay(app, client, user, monkeypatch):
+    # The logout is held inside its transaction (its session deleted, not yet committed)
+    # while the refresh arrives: the refresh must wait, find no session, and record
+    # nothing: a lost race is not a stolen token.
+    pair = log_in(client)
+    inside, go_on = threading.Event(), threading.Event()
+    real_record = app.store._record
+
+    def record_then_hold(conn, caller, action, target):
+        real_record(conn, caller, action, target)
+        if action == "logout":
+            inside.set()
+            assert go_on.wait(10)
+
+    monkeypatch.setattr(app.store, "_record", record_then_hold)
+    answers: list[Any] = []
+    logging_out = threading.Thread(target=lambda: answers.append(client.post("/logout", headers=bearer(pair))))
+    logging_out.start()
+    assert inside.wait(10)
+    refreshing = threading.Thread(
+        target=lambda: answers.append(
+            client.post_json("/refresh", {"refresh_token": pair["refresh_token"]}, expect_errors=True)
+        )
+    )
+    refreshing.start()
+    refreshing.join(0.5)
+    go_on.set()
+    logging_out.join(10)
+    refreshing.join(10)
+    assert sorted(answer.status_int for answer in answers) == [200, 401]
+    with app.db.connection() as conn:
+        revoked = conn.execute("SELECT count(*) FROM audit_events WHERE action = 'session.revoked'").fetchone()[0]
+    assert revoked == 0
+
+
 def test_a_refresh_needs_no_access_token(client, user):
     pair = log_in(client)
     client.post_json("/refresh", {"refresh_token": pair["refresh_token"]}, status=200)
