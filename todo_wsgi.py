@@ -533,7 +533,9 @@ def read_body(environ: Environ, limit: int) -> bytes:
         return b""
     if not declared.isascii() or not declared.isdigit():
         raise HTTPError(400, "Content-Length must be a non-negative integer")
-    length = int(declared)
+    # Leading zeros are read, not counted: int() of thousands of digits raises.
+    digits = declared.lstrip("0") or "0"
+    length = int(digits) if len(digits) <= 19 else limit + 1
     if length > limit:
         # Refused before reading a byte of it.
         raise HTTPError(413, f"Body is larger than {limit} bytes")

@@ -524,3 +524,20 @@ def test_replace_secret_replaces_the_stored_value(s, conn):
 
 def test_ping_answers_on_a_working_database(s, conn):
     assert s.ping(conn) is None
+
+
+@pytest.mark.parametrize(
+    ("code", "transient"),
+    [(5, True), (6, True), (8, True), (10, True), (13, True), (14, True), (5 | 0x100, True), (1, False), (19, False)],
+)
+def test_sqlite_errors_a_client_can_wait_out_are_told_apart_by_their_code(code, transient):
+    # busy, locked, read-only, I/O, full, cannot open (and their extended codes): 503;
+    # anything else (a generic error, a constraint): a bug, 500.
+    error = sqlite3.OperationalError("as sqlite3 raises it")
+    error.sqlite_errorcode = code  # type: ignore[attr-defined]
+    assert store.unavailable(error) is transient
+
+
+def test_the_maximum_of_todos_is_10000_and_todo_max_todos_sets_it():
+    assert todo_wsgi.Settings.resolve({}).max_todos_per_account == 10000
+    assert todo_wsgi.Settings.resolve({"TODO_MAX_TODOS": "25"}).max_todos_per_account == 25
