@@ -7,6 +7,7 @@ import threading
 import time
 from wsgiref.validate import validator
 
+import pytest
 from webtest import TestApp
 
 import todo_wsgi
@@ -63,6 +64,37 @@ def test_a_signed_in_request_answers_503_past_its_bound(app, client, user, user_
         held.released.set()
         held.thread.join(10)
     client.post("/login", headers=basic("alice", USER_PASSWORD), status=200)
+
+
+ADMIN_HASHING = {
+    "admin reset": ("patch_json", "/user/{public_id}", {"password": "reset-password-1"}, {}),
+    "account creation": ("post_json", "/user", {"name": "bob", "password": "bob-password-1"}, {}),
+    "keyed account creation": (
+        "post_json",
+        "/user",
+        {"name": "carol", "password": "carol-password-1"},
+        {"Idempotency-Key": "carol-1"},
+    ),
+}
+
+
+@pytest.mark.parametrize("request_name", ADMIN_HASHING)
+def test_an_admins_hashing_waits_for_a_slot_and_answers_503_past_its_bound(
+    app, client, admin_headers, user, monkeypatch, request_name
+):
+    method, path, body, extra = ADMIN_HASHING[request_name]
+    send = getattr(client, method)
+    path, headers = path.format(public_id=user["public_id"]), {**admin_headers, **extra}
+    monkeypatch.setattr(todo_wsgi, "SIGNED_IN_HASH_WAIT", 0.2)
+    before = client.get("/user", headers=admin_headers, status=200).json
+    held = hold_one_slot(app)
+    try:
+        assert send(path, body, headers=headers, status=503).headers["Retry-After"] == "1"
+        assert client.get("/user", headers=admin_headers, status=200).json == before
+    finally:
+        held.released.set()
+        held.thread.join(10)
+    send(path, body, headers=headers, status=(200, 201))
 
 
 def test_with_cheap_hashing_concurrent_logins_all_succeed(app, user):
