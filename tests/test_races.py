@@ -316,3 +316,95 @@ def test_two_writes_naming_the_same_etag_at_once_one_wins_the_other_is_412(
     assert racing_answer[0].headers["ETag"] == held_answer[0].headers["ETag"]
     shown = client.get(path, headers=headers, status=200).json
     assert shown.get("todo", shown.get("user"))[next(iter(first))] == "first"
+
+
+def test_an_admin_demoting_itself_while_the_command_line_demotes_the_other_admin_is_refused_as_the_last_admin(
+    app, client, admin, monkeypatch
+):
+    # The command line's demotion of the first admin is held inside its transaction, its
+    # last-admin check passed and its write made; the second admin's own demotion must wait
+    # for it (PostgreSQL: every admin row is locked first) and then find itself the last.
+    other = add_account(app, "bea", ADMIN_PASSWORD, admin=True)
+    other_headers = {"x-access-token": login(client, "bea", ADMIN_PASSWORD)}
+    inside, go_on = threading.Event(), threading.Event()
+    real_record = app.store._record
+
+    def record_then_hold(conn, caller, action, target):
+        real_record(conn, caller, action, target)
+        if action == "account.demoted" and target == admin["public_id"]:
+            inside.set()
+            assert go_on.wait(10)
+
+    held_answer: list[Any] = []
+
+    def demote_by_command_line():
+        with app.db.connection() as conn:
+            held_answer.append(app.store.update_user(conn, None, admin["public_id"], admin=False))
+
+    monkeypatch.setattr(app.store, "_record", record_then_hold)
+    held = threading.Thread(target=demote_by_command_line)
+    held.start()
+    assert inside.wait(10)
+    racing, racing_answer = in_thread(
+        app,
+        lambda c: c.patch_json(
+            f"/user/{other['public_id']}", {"admin": False}, headers=other_headers, expect_errors=True
+        ),
+    )
+    racing.join(0.5)
+    assert racing.is_alive()  # waiting for the held demotion's transaction
+    go_on.set()
+    held.join(10)
+    racing.join(10)
+    assert held_answer[0]["admin"] is False
+    (response,) = racing_answer
+    assert response.status_int == 409
+    assert response.json == {"message": "Cannot remove the last admin!"}
+    with app.db.connection() as conn:
+        admins = [u["name"] for u in app.store.list_users(conn) if u["admin"]]
+    assert admins == ["bea"]
+
+
+def test_two_creates_of_one_account_at_one_below_the_maximum_give_exactly_the_maximum(make_app, monkeypatch):
+    # The first create is held inside its transaction, its count taken and its to-do
+    # inserted (at its Idempotency-Key's answer); the second, from another session of the
+    # same account, must wait for it (PostgreSQL: the account's row locked FOR UPDATE) and
+    # then count the maximum.
+    app = make_app(max_todos_per_account=3)
+    client = TestApp(validator(app))
+    add_account(app, "alice", USER_PASSWORD)
+    first_headers = {"x-access-token": login(client, "alice", USER_PASSWORD)}
+    second_headers = {"x-access-token": login(client, "alice", USER_PASSWORD)}
+    for text in ("one", "two"):
+        client.post_json("/todo", {"text": text}, headers=first_headers, status=201)
+    inside, go_on = threading.Event(), threading.Event()
+    real_keep = app.store._keep
+
+    def keep_then_hold(conn, owner, once, created):
+        real_keep(conn, owner, once, created)
+        if once.key == "held":
+            inside.set()
+            assert go_on.wait(10)
+
+    monkeypatch.setattr(app.store, "_keep", keep_then_hold)
+    held, held_answer = in_thread(
+        app,
+        lambda c: c.post_json(
+            "/todo", {"text": "held"}, headers={**first_headers, "Idempotency-Key": "held"}, expect_errors=True
+        ),
+    )
+    assert inside.wait(10)
+    racing, racing_answer = in_thread(
+        app, lambda c: c.post_json("/todo", {"text": "racing"}, headers=second_headers, expect_errors=True)
+    )
+    racing.join(0.5)
+    assert racing.is_alive()  # waiting for the held create's transaction
+    go_on.set()
+    held.join(10)
+    racing.join(10)
+    assert held_answer[0].status_int == 201
+    (response,) = racing_answer
+    assert response.status_int == 409
+    assert response.json == {"message": "Too many todos"}
+    texts = [t["text"] for t in client.get("/todo", headers=first_headers, status=200).json["todos"]]
+    assert sorted(texts) == ["held", "one", "two"]
