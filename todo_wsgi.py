@@ -1058,7 +1058,9 @@ def login(req: Request) -> Result:
     name_key, address = name[:100], req.address
     # Refused before it may even wait for a hashing slot: a client past its limit
     # must not keep others' logins from hashing. A read first, so a login within its
-    # limits is counted once, below; a throttled one is counted and recorded here.
+    # limits is counted once, below. One throttled by its name's count is counted and
+    # recorded here (its rows exist: nothing grows); past the address's limit, the
+    # audit trail has had its budget, and invented names must not grow the table.
     now = app.clock()
     counts: tuple[int, float, int, float] = req.store.login_failures(
         req.conn, name_key, address, now - app.settings.login_window
@@ -1066,7 +1068,8 @@ def login(req: Request) -> Result:
     try:
         refuse_if_throttled(req, *counts, now)
     except HTTPError:
-        check_throttle(req, name_key, address, now)  # counts, records (within the budget), 429
+        if counts[2] <= app.settings.login_max_failures_per_address:
+            check_throttle(req, name_key, address, now)  # counts, records, 429
         raise
     with app.hasher.slot(LOGIN_HASH_WAIT, predict=True):  # busy: 503 at once, nothing counted
         issued = app.clock()  # before the hash is read: the token is never newer than what it saw
