@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from todo_wsgi import (
     SIGNING_KEY_NAME,
@@ -69,15 +69,112 @@ def describe(database: str) -> str:
 
 
 def redact(url: str) -> str:
-    """A database URL fit to print: the password replaced by ***, in the user-info and in a
-    ``password=`` query parameter alike (libpq reads either)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    pairs = parts.query.split("&") if parts.query else []
-    query = "&".join("password=***" if pair.partition("=")[0].lower() == "password" else pair for pair in pairs)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    """A database URL fit to print: every password replaced by ***.
+
+    Parsed as libpq parses it, not as a web URL: the user-info runs to the last
+    ``@`` (a password may hold ``?``, ``#``, ``/`` or ``@`` unescaped), and a
+    query key is percent-decoded before it is compared (``pass%77ord`` is
+    ``password`` to libpq); ``password`` and ``sslpassword``, in any case and
+    however often, are hidden. Any password string left anywhere is hidden too,
+    so a URL libpq would split otherwise shows none either.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return scrub(url, url)
+    at = rest.rfind("@")
+    colon = rest.find(":")
+    if 0 <= colon < at:
+        rest = rest[:colon] + ":***" + rest[at:]
+    head, question, query = rest.partition("?")
+    if question:
+        pairs = [
+            f"{unquote(key).strip().lower()}=***" if _secret_key(key) and equals else key + equals + value
+            for key, equals, value in (pair.partition("=") for pair in query.split("&"))
+        ]
+        rest = head + "?" + "&".join(pairs)
+    return scrub(f"{scheme}://{rest}", url)
+
+
+def _secret_key(key: str) -> bool:
+    """Whether a URL query key names a password to libpq (``password``, ``sslpassword``), however escaped."""
+    return unquote(key).strip().lower() in ("password", "sslpassword")
+
+
+def url_passwords(url: str) -> set[str]:
+    """Every string of ``url`` that is, or may be, a password: as written and percent-decoded,
+    from the user-info (to the first or the last ``@``) and from each password key of the query."""
+    _, sep, rest = url.partition("://")
+    if not sep:
+        return set()
+    found: set[str] = set()
+    for at in {rest.find("@"), rest.rfind("@")} - {-1}:
+        _user, colon, password = rest[:at].partition(":")
+        if colon:
+            found.add(password)
+    for start in {rest.find("?"), rest.find("?", rest.rfind("@") + 1)} - {-1}:
+        for pair in rest[start + 1 :].split("&"):
+            key, equals, value = pair.partition("=")
+            if equals and _secret_key(key):
+                found.add(value)
+    found |= {unquote(text) for text in found}
+    return {text for text in found if text}
+
+
+def scrub(text: object, *urls: str) -> str:
+    """``text`` (a driver's message, say) with every password of ``urls`` replaced by ***:
+    libpq quotes what it cannot parse, a password included."""
+    return _hide(str(text), _longest_first(urls))
+
+
+def _longest_first(urls: tuple[str, ...]) -> list[str]:
+    return sorted(set().union(*map(url_passwords, urls)), key=len, reverse=True)
+
+
+def _hide(text: str, passwords: list[str]) -> str:
+    for password in passwords:
+        text = text.replace(password, "***")
+    return text
+
+
+def driver_error(error: BaseException) -> bool:
+    """Whether ``error`` comes from a database driver (psycopg, its pool, sqlite3), not from this code."""
+    psycopg = sys.modules.get("psycopg")
+    return isinstance(error, sqlite3.Error) or (psycopg is not None and isinstance(error, psycopg.Error))
+
+
+class Redacting(logging.Filter):
+    """Hides the passwords of database URLs in every record a handler writes, its traceback included."""
+
+    def __init__(self, *urls: str) -> None:
+        super().__init__()
+        self.passwords = _longest_first(urls)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.passwords:  # a SQLite path, a URL without a password: nothing to hide
+            return True
+        record.msg, record.args = _hide(record.getMessage(), self.passwords), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _hide(record.exc_text, self.passwords)
+        if record.stack_info:
+            record.stack_info = _hide(record.stack_info, self.passwords)
+        return True
+
+
+@contextlib.contextmanager
+def redacted_logs(*urls: str) -> Iterator[None]:
+    """Hide the passwords of ``urls`` in what the root logger's handlers (or logging's
+    last resort, when there are none) write while the block runs."""
+    rule = Redacting(*urls)
+    handlers = [*logging.getLogger().handlers, *([logging.lastResort] if logging.lastResort else [])]
+    for handler in handlers:
+        handler.addFilter(rule)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(rule)
 
 
 # -- the environment file ----------------------------------------------------------
@@ -186,8 +283,9 @@ def open_app(database: str | None) -> TodoApp:
         return create_app(database=database)
     except (ValueError, RuntimeError) as exc:
         where = Settings.resolve(database=database).database
-        named = f" ({describe(where)})" if is_postgres(where) and describe(where) not in str(exc) else ""
-        raise CommandError(one_line(exc) + named) from exc
+        said = one_line(scrub(exc, where))
+        named = f" ({describe(where)})" if is_postgres(where) and describe(where) not in said else ""
+        raise CommandError(said + named) from exc
     except sqlite3.DatabaseError as exc:  # the store opens the file at once
         where = describe(Settings.resolve(database=database).database)
         raise CommandError(
@@ -198,7 +296,9 @@ def open_app(database: str | None) -> TodoApp:
         if not is_postgres(where):
             raise
         # psycopg's own errors while the store checks and migrates (a role without rights, say).
-        raise CommandError(f"cannot use the PostgreSQL database {describe(where)}: {one_line(exc)}") from exc
+        raise CommandError(
+            f"cannot use the PostgreSQL database {describe(where)}: {one_line(scrub(exc, where))}"
+        ) from exc
 
 
 # -- prompts ----------------------------------------------------------------------------
@@ -376,16 +476,27 @@ def cmd_check(app: TodoApp, args: argparse.Namespace) -> int:
 
 def cmd_copy_to(app: TodoApp, args: argparse.Namespace) -> int:
     """Copy this database into an empty one at URL: accounts, to-dos, signing key, sessions, audit trail."""
+    # Every failure, the driver's included, is one line without a password of
+    # either URL: libpq quotes what it cannot parse (a bad %-escape in the password).
+    urls = (args.url, app.settings.database)
     try:
         target_store = backend_for(args.url)
         target = target_store.open_database(args.url, 1)
     except (ValueError, RuntimeError) as exc:
-        raise CommandError(one_line(exc)) from exc
+        raise CommandError(one_line(scrub(exc, *urls))) from exc
+    except Exception as exc:
+        if not driver_error(exc):
+            raise
+        raise CommandError(f"cannot use the database {redact(args.url)}: {one_line(scrub(exc, *urls))}") from exc
     try:
         with app.db.connection() as source, target.connection() as conn:
             counts = target_store.import_rows(conn, app.store.export_rows(source))
     except ValueError as exc:  # the target is not empty
-        raise CommandError(str(exc)) from exc
+        raise CommandError(one_line(scrub(exc, *urls))) from exc
+    except Exception as exc:
+        if not driver_error(exc):
+            raise
+        raise CommandError(f"cannot copy to {redact(args.url)}: {one_line(scrub(exc, *urls))}") from exc
     finally:
         target.close()
     print(
@@ -404,10 +515,13 @@ def cmd_copy_to(app: TodoApp, args: argparse.Namespace) -> int:
 LOG_FORMAT = "%(levelname)s:%(name)s:%(message)s"
 
 
-def configure_logging(stream: Any = None) -> logging.Handler:
-    """Log INFO and above to ``stream`` (standard error), as waitress-serve does; return the handler."""
+def configure_logging(stream: Any = None, database: str = "") -> logging.Handler:
+    """Log INFO and above to ``stream`` (standard error), as waitress-serve does; return the handler.
+
+    No line shows a password of the ``database`` URL, a traceback's included."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(Redacting(database))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -452,7 +566,7 @@ def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
     if proxy:
         headers = os.environ.get("TODO_TRUSTED_PROXY_HEADERS", "x-forwarded-for")
         proxy_settings = {"trusted_proxy": proxy, "trusted_proxy_headers": headers}
-    handler = configure_logging()
+    handler = configure_logging(database=app.settings.database)
     # SIGTERM stops waitress as Ctrl-C does (its run() catches SystemExit).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
@@ -674,13 +788,21 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(error.message.replace("Field ", "")) from error
         args.password = checked_password()
         args.created = created
+    with redacted_logs(database, getattr(args, "url", "")):
+        return run_command(args, database)
+
+
+def run_command(args: argparse.Namespace, database: str) -> int:
+    """Open the database and run the command on it."""
     app = open_app(args.database)
     try:
         return COMMANDS[args.command](app, args)
     except Exception as exc:
         if not app.store.unavailable(exc):
             raise
-        raise CommandError(f"the database {describe(database)} cannot be used: {one_line(exc)}") from exc
+        raise CommandError(
+            f"the database {describe(database)} cannot be used: {one_line(scrub(exc, database))}"
+        ) from exc
     finally:
         app.close()
 
