@@ -240,6 +240,16 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     );
     CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at)
     """,
+    # The refresh tokens a session has spent (their SHA-256): only one of these
+    # presented again is a replay; a token never issued changes nothing. They go
+    # with their session, by cascade.
+    """
+    CREATE TABLE spent_refresh_tokens (
+        hash TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE INDEX spent_refresh_tokens_session ON spent_refresh_tokens (session_id)
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -726,11 +736,14 @@ def refresh_session(
     """Spend the session's refresh token (by its hash) for its successor, in one transaction.
 
     Return (account, session end) while the session lives and ``spent_hash``
-    is its current refresh token. None for no such session or one past its
-    end. Any other token of a live session was spent before: it was stolen or
-    replayed (RFC 9700 4.14.2), so the whole session ends, every token issued
-    in it included, and session.revoked is recorded. Of two refreshes of one
-    token at once, the second finds it spent (compare and swap).
+    is its current refresh token; ``spent_hash`` is then kept among the
+    session's spent ones. None for no such session or one past its end. A
+    spent token of the session presented again was stolen or replayed (RFC
+    9700 4.14.2), so the whole session ends, every token issued in it
+    included, and session.revoked is recorded. Any other token (one never
+    issued, such as the session's id and a made-up secret: the id is in every
+    access token) is None and changes nothing. Of two refreshes of one token
+    at once, the second finds it spent (compare and swap).
     """
     with transaction(conn):
         row = conn.execute(
@@ -744,11 +757,16 @@ def refresh_session(
         rotated = conn.execute(
             "UPDATE sessions SET refresh_hash = ? WHERE id = ? AND refresh_hash = ?", (new_hash, session_id, spent_hash)
         ).rowcount
-        if not rotated:  # presented again: end the session
-            conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-            revoker = Caller(session_id, account["public_id"], address, now)
-            _record(conn, revoker, "session.revoked", account["public_id"])
-            return None
+        if not rotated:
+            spent = conn.execute(
+                "SELECT 1 FROM spent_refresh_tokens WHERE hash = ? AND session_id = ?", (spent_hash, session_id)
+            ).fetchone()
+            if spent:  # presented again: end the session
+                conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+                revoker = Caller(session_id, account["public_id"], address, now)
+                _record(conn, revoker, "session.revoked", account["public_id"])
+            return None  # a token never issued in this session changes nothing
+        conn.execute("INSERT INTO spent_refresh_tokens (hash, session_id) VALUES (?, ?)", (spent_hash, session_id))
     return account, float(row[0])
 
 
@@ -762,7 +780,7 @@ def end_session(conn: sqlite3.Connection, caller: Caller) -> bool:
 
 
 def prune(conn: sqlite3.Connection, now: float, events_before: float) -> None:
-    """Delete sessions past their end (their refresh tokens go with them) and audit events
+    """Delete sessions past their end (their refresh tokens, spent ones too, go with them) and audit events
     older than ``events_before``. Run along with logins, so no separate job is needed."""
     with transaction(conn):
         conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
@@ -1108,6 +1126,7 @@ COPIED: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "todos": ("id", "owner_id", "text", "complete"),
         "app_secrets": ("name", "value"),
         "sessions": ("id", "user_id", "expires_at", "refresh_hash"),
+        "spent_refresh_tokens": ("hash", "session_id"),
         "audit_events": ("id", "time", "actor", "action", "target", "address"),
         "idempotency_keys": ("owner", "key", "fingerprint", "answer", "created_at"),
     }

@@ -188,6 +188,13 @@ MIGRATIONS: tuple[str | Callable[[psycopg.Connection[Any]], None], ...] = (
     );
     CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at)
     """,
+    """
+    CREATE TABLE spent_refresh_tokens (
+        hash TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE
+    );
+    CREATE INDEX spent_refresh_tokens_session ON spent_refresh_tokens (session_id)
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -677,11 +684,16 @@ def refresh_session(
             "UPDATE sessions SET refresh_hash = %s WHERE id = %s AND refresh_hash = %s",
             (new_hash, session_id, spent_hash),
         ).rowcount
-        if not rotated:  # presented again: end the session
-            conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
-            revoker = Caller(session_id, account["public_id"], address, now)
-            _record(conn, revoker, "session.revoked", account["public_id"])
-            return None
+        if not rotated:
+            spent = conn.execute(
+                "SELECT 1 FROM spent_refresh_tokens WHERE hash = %s AND session_id = %s", (spent_hash, session_id)
+            ).fetchone()
+            if spent:  # presented again: end the session
+                conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
+                revoker = Caller(session_id, account["public_id"], address, now)
+                _record(conn, revoker, "session.revoked", account["public_id"])
+            return None  # a token never issued in this session changes nothing
+        conn.execute("INSERT INTO spent_refresh_tokens (hash, session_id) VALUES (%s, %s)", (spent_hash, session_id))
     return account, float(row[0])
 
 
@@ -1044,7 +1056,9 @@ def import_rows(conn: psycopg.Connection[Any], rows: Iterable[tuple[str, tuple[A
     counts = dict.fromkeys(COPIED, 0)
     with transaction(conn):
         # Nobody writes to the tables while we check that they are empty and fill them.
-        conn.execute("LOCK TABLE users, todos, app_secrets, sessions, audit_events IN EXCLUSIVE MODE")
+        conn.execute(
+            "LOCK TABLE users, todos, app_secrets, sessions, spent_refresh_tokens, audit_events IN EXCLUSIVE MODE"
+        )
         (busy,) = _one(conn.execute("SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM todos)"))
         if busy:
             raise ValueError("the target database is not empty: it already holds accounts or to-dos")

@@ -501,7 +501,8 @@ def cmd_copy_to(app: TodoApp, args: argparse.Namespace) -> int:
         target.close()
     print(
         f"copied {counts['users']} accounts, {counts['todos']} to-dos, the signing key, "
-        f"{counts['sessions']} sessions, {counts['audit_events']} audit events and "
+        f"{counts['sessions']} sessions, {counts['spent_refresh_tokens']} spent refresh tokens, "
+        f"{counts['audit_events']} audit events and "
         f"{counts['idempotency_keys']} idempotency keys to {redact(args.url)}; "
         "point TODO_DATABASE there and start the servers"
     )

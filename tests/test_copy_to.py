@@ -68,7 +68,7 @@ def test_copy_to_moves_everything_so_tokens_issued_before_work_after(
 ):
     status, out, err = copy_to(database, target, capsys)
     assert (status, err) == (0, "")
-    assert "copied 3 accounts, 3 to-dos, the signing key, 2 sessions, " in out
+    assert "copied 3 accounts, 3 to-dos, the signing key, 2 sessions, 0 spent refresh tokens, " in out
     moved = TestApp(validator(make_app(database=target)))
     assert moved.get("/todo", headers=world["alice"], status=200).json["todos"] == world["todos"]
     assert moved.get("/me", headers=world["alice"], status=200).json["user"]["name"] == "alice"
@@ -87,6 +87,19 @@ def test_copy_to_carries_the_audit_trail_and_refresh_tokens(database, world, tar
     moved = TestApp(validator(make_app(database=target)))
     assert moved.get("/audit", params={"limit": 1000}, headers=admin, status=200).json["events"] == before
     moved.post_json("/refresh", {"refresh_token": pair["refresh_token"]}, status=200)
+
+
+def test_copy_to_carries_spent_refresh_tokens_so_a_replay_after_the_move_ends_the_session(
+    database, world, target, make_app, client, capsys
+):
+    first = client.post("/login", headers=basic("alice", USER_PASSWORD), status=200).json
+    second = client.post_json("/refresh", {"refresh_token": first["refresh_token"]}, status=200).json
+    status, out, _ = copy_to(database, target, capsys)
+    assert status == 0 and " 3 sessions, 1 spent refresh tokens, " in out
+    moved = TestApp(validator(make_app(database=target)))
+    moved.post_json("/refresh", {"refresh_token": first["refresh_token"]}, status=401)
+    moved.post_json("/refresh", {"refresh_token": second["refresh_token"]}, status=401)
+    moved.get("/me", headers={"Authorization": f"Bearer {second['token']}"}, status=401)
 
 
 def test_copy_to_hands_out_no_used_id_again(database, world, target, make_app, capsys):

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, basic, challenge
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, basic, challenge, session_of
 from tests.live import LiveServer
 
 NEW_PASSWORD = "a-new-password-2"
@@ -126,6 +126,44 @@ def test_a_spent_refresh_token_presented_again_ends_the_whole_session(client, us
     refresh(client, second["refresh_token"], status=401)
 
 
+def test_a_token_spent_two_rotations_ago_presented_again_ends_the_whole_session(app, client, user):
+    first = log_in(client)
+    second = refresh(client, first["refresh_token"]).json
+    third = refresh(client, second["refresh_token"]).json
+    assert refresh(client, first["refresh_token"], status=401).json == {"message": "Token is invalid!"}
+    for pair in (first, second, third):
+        assert client.get("/me", headers=bearer(pair), status=401).headers["WWW-Authenticate"] == challenge("revoked")
+    refresh(client, third["refresh_token"], status=401)
+    assert revocations(app) == 1
+
+
+def revocations(app: Any) -> int:
+    with app.db.connection() as conn:
+        return int(conn.execute("SELECT count(*) FROM audit_events WHERE action = 'session.revoked'").fetchone()[0])
+
+
+@pytest.mark.parametrize("rotations", [0, 2])
+def test_an_unknown_token_naming_a_live_session_is_401_and_changes_nothing(app, client, user, rotations):
+    # The session id is in every access token's payload: whoever saw one can make up
+    # "<sid>.<anything>". Only a token really issued and spent is a replay.
+    pairs = [log_in(client)]
+    for _ in range(rotations):
+        pairs.append(refresh(client, pairs[-1]["refresh_token"]).json)
+    forged = f"{session_of(pairs[0]['token'])}.{'A' * 43}"
+    assert forged.partition(".")[0] == pairs[-1]["refresh_token"].partition(".")[0]
+    response = refresh(client, forged, status=401)
+    assert response.json == {"message": "Token is invalid!"}
+    assert response.headers["WWW-Authenticate"] == challenge("revoked")
+    assert revocations(app) == 0
+    for pair in pairs:
+        client.get("/me", headers=bearer(pair), status=200)
+    following = refresh(client, pairs[-1]["refresh_token"]).json
+    client.get("/me", headers=bearer(following), status=200)
+    refresh(client, pairs[-1]["refresh_token"], status=401)  # now spent: a replay still ends the session
+    client.get("/me", headers=bearer(following), status=401)
+    assert revocations(app) == 1
+
+
 def test_a_replay_ends_only_its_own_session(client, user):
     stolen, other = log_in(client), log_in(client)
     refresh(client, stolen["refresh_token"])
@@ -199,15 +237,53 @@ def test_deleting_an_account_ends_every_session_of_it(client, user, admin_header
     refresh(client, pair["refresh_token"], status=401)
 
 
+def spent_hashes(app: Any) -> list[str]:
+    with app.db.connection() as conn:
+        return [row[0] for row in conn.execute("SELECT hash FROM spent_refresh_tokens ORDER BY hash").fetchall()]
+
+
+@pytest.mark.parametrize("how", ["logout", "password change", "account deletion", "replay", "expiry"])
+def test_the_spent_refresh_tokens_of_an_ended_session_are_gone(app, client, clock, user, admin_headers, how):
+    other = log_in(client)
+    kept = refresh(client, other["refresh_token"]).json
+    first = log_in(client)
+    second = refresh(client, first["refresh_token"]).json
+    third = refresh(client, second["refresh_token"]).json
+    ours = sorted(hashlib.sha256(p["refresh_token"].encode()).hexdigest() for p in (first, second))
+    theirs = [hashlib.sha256(other["refresh_token"].encode()).hexdigest()]
+    assert spent_hashes(app) == sorted(ours + theirs)
+    if how == "logout":
+        client.post("/logout", headers=bearer(third), status=200)
+    elif how == "password change":
+        change = {"password": NEW_PASSWORD}
+        client.patch_json(f"/user/{user['public_id']}", change, headers=admin_headers, status=200)
+        theirs = []
+    elif how == "account deletion":
+        client.delete(f"/user/{user['public_id']}", headers=admin_headers, status=200)
+        theirs = []
+    elif how == "replay":
+        refresh(client, first["refresh_token"], status=401)
+    else:
+        clock.advance(app.settings.refresh_ttl + 1)
+        log_in(client, "admin", ADMIN_PASSWORD)  # a login prunes the sessions past their end
+        theirs = []
+    assert spent_hashes(app) == theirs
+    if theirs:
+        refresh(client, kept["refresh_token"], status=200)
+
+
 def test_refresh_tokens_and_session_ids_are_stored_only_as_hashes(app, client, user):
     pair = log_in(client)
     refreshed = refresh(client, pair["refresh_token"]).json
     with app.db.connection() as conn:
         rows = conn.execute("SELECT id, refresh_hash FROM sessions").fetchall()
+        rows += conn.execute("SELECT session_id, hash FROM spent_refresh_tokens").fetchall()
     stored = repr([tuple(row) for row in rows])
     for token in (pair["refresh_token"], refreshed["refresh_token"], pair["token"], refreshed["token"]):
         assert token not in stored and token.partition(".")[0] not in stored
-    assert [tuple(row)[1] for row in rows] == [hashlib.sha256(refreshed["refresh_token"].encode()).hexdigest()]
+    assert [tuple(row)[1] for row in rows] == [
+        hashlib.sha256(token.encode()).hexdigest() for token in (refreshed["refresh_token"], pair["refresh_token"])
+    ]
 
 
 def test_expired_sessions_are_pruned_at_the_next_login(app, client, clock, user):

@@ -66,7 +66,7 @@ def count(conn, table):
 
 def everything(conn):
     """Every row a refused write must leave as it was."""
-    tables = ("users", "todos", "sessions", "app_secrets", "audit_events")
+    tables = ("users", "todos", "sessions", "spent_refresh_tokens", "app_secrets", "audit_events")
     return {t: sorted(map(tuple, conn.execute(f"SELECT * FROM {t}").fetchall()), key=repr) for t in tables}
 
 
@@ -282,6 +282,52 @@ def test_ending_a_session_ends_only_it(s, conn):
     assert s.end_session(conn, alice["caller"]) is True
     assert s.end_session(conn, alice["caller"]) is False
     assert s.session_account(conn, "second", alice["public_id"], 1.5e9)["name"] == "alice"
+
+
+def session_with_spent_tokens(s, conn, name, session_id):
+    """A new session of ``name`` whose refresh tokens r0 and r1 are spent and r2 is current."""
+    account = s.get_user_by_name(conn, name)
+    assert s.start_session(conn, s.get_login(conn, name), another_session(account, session_id), f"{session_id}r0", 2e9)
+    for n in (0, 1):
+        assert s.refresh_session(conn, session_id, f"{session_id}r{n}", f"{session_id}r{n + 1}", 1.5e9, None)
+    return account
+
+
+def test_a_refresh_keeps_the_hash_it_spent_for_its_session(s, conn):
+    new_user(s, conn, "alice")
+    session_with_spent_tokens(s, conn, "alice", "s")
+    rows = conn.execute("SELECT hash, session_id FROM spent_refresh_tokens ORDER BY hash").fetchall()
+    assert [tuple(row) for row in rows] == [("sr0", "s"), ("sr1", "s")]
+
+
+@pytest.mark.parametrize("spent", ["sr0", "sr1"])
+def test_a_spent_token_of_the_session_presented_again_ends_it_and_records_session_revoked(s, conn, spent):
+    new_user(s, conn, "alice")
+    alice = session_with_spent_tokens(s, conn, "alice", "s")
+    assert s.refresh_session(conn, "s", spent, "next", 1.5e9, "10.0.0.7") is None
+    assert s.session_account(conn, "s", alice["public_id"], 1.5e9) is None
+    assert conn.execute("SELECT count(*) FROM spent_refresh_tokens WHERE session_id = 's'").fetchone()[0] == 0
+    events = [e for e in s.list_events(conn) if e["action"] == "session.revoked"]
+    assert [(e["actor"], e["address"]) for e in events] == [(alice["public_id"], "10.0.0.7")]
+
+
+@pytest.mark.parametrize("presented", ["never issued", "tr0"])
+def test_a_token_never_issued_in_the_session_changes_nothing(s, conn, presented):
+    # "tr0" was issued and spent, but in another session: not this one's to replay.
+    new_user(s, conn, "alice")
+    session_with_spent_tokens(s, conn, "alice", "s")
+    session_with_spent_tokens(s, conn, "alice", "t")
+    before = everything(conn)
+    assert s.refresh_session(conn, "s", presented, "next", 1.5e9, "10.0.0.7") is None
+    assert everything(conn) == before
+    assert s.refresh_session(conn, "s", "sr2", "sr3", 1.5e9, None) is not None
+
+
+def test_pruning_an_expired_session_deletes_its_spent_tokens(s, conn):
+    new_user(s, conn, "alice")
+    session_with_spent_tokens(s, conn, "alice", "s")
+    s.prune(conn, 2e9, 0)
+    assert count(conn, "sessions") == 0 and count(conn, "spent_refresh_tokens") == 0
 
 
 def test_a_session_answers_only_for_its_own_account(s, conn):
