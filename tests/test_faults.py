@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -248,6 +249,79 @@ def test_a_full_disk_answers_503_with_retry_after_loses_no_acknowledged_write_an
         stored = conn.execute("SELECT id, text FROM todos ORDER BY id").fetchall()
     expected = [(t["id"], t["text"]) for t in acknowledged] + [(result["after"][1]["todo"]["id"], "room again")]
     assert stored == expected
+
+
+# The same on a real full file system: a small tmpfs, mounted in a user and mount
+# namespace of the child's own (unshare), where the machine allows it. A filler
+# file takes part of it; once a write is refused, removing the filler makes room.
+FILL_A_TMPFS = """
+import json, os, sqlite3, sys
+from wsgiref.validate import validator
+from webtest import TestApp
+import todo_wsgi
+from tests.conftest import add_account, login
+
+path, iterations, password, filler = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+with open(filler, "wb") as file:
+    file.write(b"\\0" * 256 * 1024)
+app = todo_wsgi.create_app(database=path, pbkdf2_iterations=iterations)
+add_account(app, "alice", password)
+client = TestApp(validator(app))
+headers = {"x-access-token": login(client, "alice", password)}
+acknowledged, refused, code = [], None, None
+for n in range(100000):
+    response = client.post_json("/todo", {"text": f"{n:05d} " + "x" * 494}, headers=headers, expect_errors=True)
+    if response.status_int != 201:
+        refused = {"status": response.status_int, "headers": dict(response.headers), "body": response.json}
+        break
+    acknowledged.append(response.json["todo"])
+listed = client.get("/todo", headers=headers, params={"limit": 1000}, expect_errors=True).status_int
+os.remove(filler)
+after = client.post_json("/todo", {"text": "room again"}, headers=headers, expect_errors=True)
+app.close()
+with sqlite3.connect(path) as conn:
+    integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    stored = conn.execute("SELECT id, text FROM todos ORDER BY id").fetchall()
+print(json.dumps({"acknowledged": acknowledged, "refused": refused, "read_meanwhile": listed,
+                  "after": [after.status_int, after.json], "integrity": integrity, "stored": stored}))
+"""
+
+
+def can_mount_a_tmpfs() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-Urm", "mount", "-t", "tmpfs", "tmpfs", "/mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not can_mount_a_tmpfs(), reason="no tmpfs can be mounted here; the RLIMIT_FSIZE test stands in")
+def test_a_full_file_system_answers_503_loses_no_acknowledged_write_and_recovers(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = f'mount -t tmpfs -o size=1m tmpfs {disk} && exec "$0" "$@"'
+    code = FILL_A_TMPFS
+    args = [str(disk / "todo.db"), str(ITERATIONS), USER_PASSWORD, str(disk / "filler")]
+    done = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", script, sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    refused = result["refused"]
+    assert refused is not None, "the file system never filled"
+    assert (refused["status"], refused["body"]) == (503, UNAVAILABLE)
+    assert int(refused["headers"]["Retry-After"]) > 0
+    assert result["read_meanwhile"] == 200
+    assert result["after"][0] == 201
+    assert result["integrity"] == "ok"
+    expected = [[t["id"], t["text"]] for t in result["acknowledged"]] + [
+        [result["after"][1]["todo"]["id"], "room again"]
+    ]
+    assert result["stored"] == expected
 
 
 # -- a broken schema: a bug, not a fault to wait out --------------------------------------

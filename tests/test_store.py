@@ -584,6 +584,11 @@ def test_sqlite_errors_a_client_can_wait_out_are_told_apart_by_their_code(code, 
     assert store.unavailable(error) is transient
 
 
+def test_the_login_limits_are_5_per_name_and_50_per_address_by_default():
+    settings = todo_wsgi.Settings.resolve({})
+    assert (settings.login_max_failures, settings.login_max_failures_per_address) == (5, 50)
+
+
 def test_the_maximum_of_todos_is_10000_and_todo_max_todos_sets_it():
     assert todo_wsgi.Settings.resolve({}).max_todos_per_account == 10000
     assert todo_wsgi.Settings.resolve({"TODO_MAX_TODOS": "25"}).max_todos_per_account == 25
