@@ -143,14 +143,41 @@ def test_no_event_ever_holds_a_password_hash_or_token(app, audited, admin, user)
     audited.put_json("/me/password", {"old_password": USER_PASSWORD, "new_password": "new-password-2"}, headers=alice)
     audited.post("/login", headers=basic("alice", "wrong-guess-1"), status=401)
     headers = {"x-access-token": login(audited, "admin", ADMIN_PASSWORD)}
-    audited.post_json("/user", {"name": "bob", "password": "bob-password-1"}, headers=headers, status=201)
+    bob = audited.post_json("/user", {"name": "bob", "password": "bob-password-1"}, headers=headers, status=201)
+    bob_id = bob.json["user"]["public_id"]
+    # The rest of an account's life: a session replayed, a logout, an admin's reset and
+    # rename, a promotion, throttled guesses, the command line, the deletion.
+    bobs = audited.post("/login", headers=basic("bob", "bob-password-1"), status=200).json
+    audited.post_json("/refresh", {"refresh_token": bobs["refresh_token"]}, status=200)
+    audited.post_json("/refresh", {"refresh_token": bobs["refresh_token"]}, status=401)  # replayed
+    bob_again = audited.post("/login", headers=basic("bob", "bob-password-1"), status=200).json
+    audited.post("/logout", headers={"x-access-token": bob_again["token"]}, status=200)
+    change = {"password": "reset-password-3", "name": "robert"}
+    audited.patch_json(f"/user/{bob_id}", change, headers=headers, status=200)
+    audited.put(f"/user/{bob_id}", headers=headers, status=200)
+    for _ in range(7):
+        audited.post("/login", headers=basic("robert", "guess-robert-4"), expect_errors=True)
+    import todo_wsgi_cli
+
+    todo_wsgi_cli.main(["--database", app.settings.database, "unlock", "robert"])
+    audited.delete(f"/user/{bob_id}", headers=headers, status=200)
     with app.db.connection() as conn:
         rows = conn.execute("SELECT * FROM audit_events").fetchall()
         hashes = [row[0] for row in conn.execute("SELECT password_hash FROM users").fetchall()]
     text = repr([tuple(row) for row in rows])
     secrets = [USER_PASSWORD, "new-password-2", "wrong-guess-1", "bob-password-1", ADMIN_PASSWORD, "pbkdf2"]
+    secrets += ["reset-password-3", "guess-robert-4"]
     secrets += [pair["token"], pair["refresh_token"], refreshed["token"], refreshed["refresh_token"], *hashes]
-    assert len(rows) >= 6
+    secrets += [bobs["token"], bobs["refresh_token"], bob_again["token"], bob_again["refresh_token"]]
+    actions_seen = {row[3] for row in rows}
+    assert {
+        "session.revoked",
+        "logout",
+        "account.password_reset",
+        "account.renamed",
+        "account.promoted",
+    } <= actions_seen
+    assert {"login.throttled", "account.unlocked", "account.deleted"} <= actions_seen
     for secret in secrets:
         assert secret not in text
 
