@@ -188,6 +188,25 @@ def store_caller(app: todo_wsgi.TodoApp, name: str) -> Any:
     return caller
 
 
+class HeldWrite:
+    """The next store write that records ``action`` (on ``target``, if given) held inside its
+    transaction, its event written, until ``go_on`` is set: a race's window held open."""
+
+    def __init__(self, app: todo_wsgi.TodoApp, monkeypatch: pytest.MonkeyPatch, action: str, target: str | None = None):
+        import threading
+
+        self.inside, self.go_on = threading.Event(), threading.Event()
+        real_record = app.store._record
+
+        def record_then_hold(conn: Any, caller: Any, recorded: str, recorded_target: str | None) -> None:
+            real_record(conn, caller, recorded, recorded_target)
+            if recorded == action and target in (None, recorded_target):
+                self.inside.set()
+                assert self.go_on.wait(10), "the held write was never let go"
+
+        monkeypatch.setattr(app.store, "_record", record_then_hold)
+
+
 def basic(name: str, password: str) -> dict[str, str]:
     """An HTTP Basic Authorization header."""
     encoded = base64.b64encode(f"{name}:{password}".encode()).decode()

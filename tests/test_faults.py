@@ -185,10 +185,23 @@ def test_a_statement_running_past_statement_timeout_answers_503_then_the_next_su
 
 # -- a full disk (SQLite) -------------------------------------------------------------
 
+# Both children below: post 500-character to-dos until one is refused, then read once.
+FILL_UNTIL_REFUSED = """
+acknowledged, refused = [], None
+for n in range(100000):
+    response = client.post_json("/todo", {"text": f"{n:05d} " + "x" * 494}, headers=headers, expect_errors=True)
+    if response.status_int != 201:
+        refused = {"status": response.status_int, "headers": dict(response.headers), "body": response.json}
+        break
+    acknowledged.append(response.json["todo"])
+listed = client.get("/todo", headers=headers, params={"limit": 1000}, expect_errors=True).status_int
+"""
+
 # Runs in a child process: fill the database under RLIMIT_FSIZE (SIGXFSZ ignored,
 # so a write past it fails with EFBIG instead of killing the process) until a
 # POST is refused, then lift the limit and write once more.
-FILL_THE_DISK = """
+FILL_THE_DISK = (
+    """
 import json, os, resource, signal, sys, uuid
 from wsgiref.validate import validator
 from webtest import TestApp
@@ -204,20 +217,15 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 largest = max(os.path.getsize(path + suffix) for suffix in ("", "-wal") if os.path.exists(path + suffix))
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 resource.setrlimit(resource.RLIMIT_FSIZE, (largest + 256 * 1024, hard))
-acknowledged, refused = [], None
-for n in range(10000):
-    response = client.post_json("/todo", {"text": f"{n:05d} " + "x" * 494}, headers=headers, expect_errors=True)
-    if response.status_int != 201:
-        refused = {"status": response.status_int, "headers": dict(response.headers), "body": response.json}
-        break
-    acknowledged.append(response.json["todo"])
-listed = client.get("/todo", headers=headers, params={"limit": 1000}, expect_errors=True).status_int
-resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+"""
+    + FILL_UNTIL_REFUSED
+    + """resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 after = client.post_json("/todo", {"text": "room again"}, headers=headers, expect_errors=True)
 app.close()
 print(json.dumps({"acknowledged": acknowledged, "refused": refused, "read_meanwhile": listed,
                   "after": [after.status_int, after.json]}))
 """
+)
 
 
 def run_child(script: str, *args: str, drop_root_file_rights: bool = False) -> dict[str, Any]:
@@ -254,7 +262,8 @@ def test_a_full_disk_answers_503_with_retry_after_loses_no_acknowledged_write_an
 # The same on a real full file system: a small tmpfs, mounted in a user and mount
 # namespace of the child's own (unshare), where the machine allows it. A filler
 # file takes part of it; once a write is refused, removing the filler makes room.
-FILL_A_TMPFS = """
+FILL_A_TMPFS = (
+    """
 import json, os, sqlite3, sys
 from wsgiref.validate import validator
 from webtest import TestApp
@@ -268,15 +277,9 @@ app = todo_wsgi.create_app(database=path, pbkdf2_iterations=iterations)
 add_account(app, "alice", password)
 client = TestApp(validator(app))
 headers = {"x-access-token": login(client, "alice", password)}
-acknowledged, refused, code = [], None, None
-for n in range(100000):
-    response = client.post_json("/todo", {"text": f"{n:05d} " + "x" * 494}, headers=headers, expect_errors=True)
-    if response.status_int != 201:
-        refused = {"status": response.status_int, "headers": dict(response.headers), "body": response.json}
-        break
-    acknowledged.append(response.json["todo"])
-listed = client.get("/todo", headers=headers, params={"limit": 1000}, expect_errors=True).status_int
-os.remove(filler)
+"""
+    + FILL_UNTIL_REFUSED
+    + """os.remove(filler)
 after = client.post_json("/todo", {"text": "room again"}, headers=headers, expect_errors=True)
 app.close()
 with sqlite3.connect(path) as conn:
@@ -285,6 +288,7 @@ with sqlite3.connect(path) as conn:
 print(json.dumps({"acknowledged": acknowledged, "refused": refused, "read_meanwhile": listed,
                   "after": [after.status_int, after.json], "integrity": integrity, "stored": stored}))
 """
+)
 
 
 def can_mount_a_tmpfs() -> bool:

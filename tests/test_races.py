@@ -17,7 +17,7 @@ import pytest
 from webtest import TestApp
 
 import todo_wsgi
-from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, challenge, login
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, HeldWrite, add_account, basic, challenge, login
 
 ATTACKER_PASSWORD = "attacker-password-1"
 
@@ -95,21 +95,12 @@ def test_a_login_starting_its_session_while_a_password_reset_commits_keeps_no_se
     # The window is held open inside the reset's own transaction: after its writes
     # (the new hash, its sessions deleted), before its commit. The login, its
     # password verified against the old hash, then starts its session.
-    inside, go_on = threading.Event(), threading.Event()
-    real_record = app.store._record
-
-    def record_then_hold(conn, caller, action, target):
-        real_record(conn, caller, action, target)
-        if action == "account.password_reset":
-            inside.set()
-            assert go_on.wait(10)
-
-    monkeypatch.setattr(app.store, "_record", record_then_hold)
+    hold = HeldWrite(app, monkeypatch, "account.password_reset")
     reset = {"password": "reset-by-admin-1"}
     resetting, _ = in_thread(
         app, lambda c: c.patch_json(f"/user/{user['public_id']}", reset, headers=admin_headers, status=200)
     )
-    assert inside.wait(10)
+    assert hold.inside.wait(10)
     logging_in, answer = in_thread(
         app, lambda c: c.post("/login", headers=basic("alice", USER_PASSWORD), expect_errors=True)
     )
@@ -117,7 +108,7 @@ def test_a_login_starting_its_session_while_a_password_reset_commits_keeps_no_se
     # row); one that does not finishes at once.
     logging_in.join(0.5)
     assert logging_in.is_alive()
-    go_on.set()
+    hold.go_on.set()
     resetting.join(10)
     logging_in.join(10)
     (response,) = answer
@@ -326,25 +317,16 @@ def test_an_admin_demoting_itself_while_the_command_line_demotes_the_other_admin
     # for it (PostgreSQL: every admin row is locked first) and then find itself the last.
     other = add_account(app, "bea", ADMIN_PASSWORD, admin=True)
     other_headers = {"x-access-token": login(client, "bea", ADMIN_PASSWORD)}
-    inside, go_on = threading.Event(), threading.Event()
-    real_record = app.store._record
-
-    def record_then_hold(conn, caller, action, target):
-        real_record(conn, caller, action, target)
-        if action == "account.demoted" and target == admin["public_id"]:
-            inside.set()
-            assert go_on.wait(10)
-
     held_answer: list[Any] = []
 
     def demote_by_command_line():
         with app.db.connection() as conn:
             held_answer.append(app.store.update_user(conn, None, admin["public_id"], admin=False))
 
-    monkeypatch.setattr(app.store, "_record", record_then_hold)
+    hold = HeldWrite(app, monkeypatch, "account.demoted", admin["public_id"])
     held = threading.Thread(target=demote_by_command_line)
     held.start()
-    assert inside.wait(10)
+    assert hold.inside.wait(10)
     racing, racing_answer = in_thread(
         app,
         lambda c: c.patch_json(
@@ -353,7 +335,7 @@ def test_an_admin_demoting_itself_while_the_command_line_demotes_the_other_admin
     )
     racing.join(0.5)
     assert racing.is_alive()  # waiting for the held demotion's transaction
-    go_on.set()
+    hold.go_on.set()
     held.join(10)
     racing.join(10)
     assert held_answer[0]["admin"] is False

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, basic, challenge, session_of
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, HeldWrite, basic, challenge, session_of
 from tests.live import LiveServer
 
 NEW_PASSWORD = "a-new-password-2"
@@ -74,20 +74,11 @@ def test_a_refresh_that_loses_its_session_to_a_logout_is_no_replay(app, client, 
     # while the refresh arrives: the refresh must wait, find no session, and record
     # nothing: a lost race is not a stolen token.
     pair = log_in(client)
-    inside, go_on = threading.Event(), threading.Event()
-    real_record = app.store._record
-
-    def record_then_hold(conn, caller, action, target):
-        real_record(conn, caller, action, target)
-        if action == "logout":
-            inside.set()
-            assert go_on.wait(10)
-
-    monkeypatch.setattr(app.store, "_record", record_then_hold)
+    hold = HeldWrite(app, monkeypatch, "logout")
     answers: list[Any] = []
     logging_out = threading.Thread(target=lambda: answers.append(client.post("/logout", headers=bearer(pair))))
     logging_out.start()
-    assert inside.wait(10)
+    assert hold.inside.wait(10)
     refreshing = threading.Thread(
         target=lambda: answers.append(
             client.post_json("/refresh", {"refresh_token": pair["refresh_token"]}, expect_errors=True)
@@ -95,7 +86,7 @@ def test_a_refresh_that_loses_its_session_to_a_logout_is_no_replay(app, client, 
     )
     refreshing.start()
     refreshing.join(0.5)
-    go_on.set()
+    hold.go_on.set()
     logging_out.join(10)
     refreshing.join(10)
     assert sorted(answer.status_int for answer in answers) == [200, 401]
