@@ -16,27 +16,21 @@ import pytest
 from webtest import TestApp
 
 import todo_wsgi
-from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login, session_of
-from tests.test_races import Gate, everything, in_thread
+from tests.conftest import USER_PASSWORD, add_account, basic, login, session_of
+from tests.test_races import Gate, everything, held_while, rogue_admin
 
 
 def test_an_admin_demoted_while_editing_its_own_account_gets_nothing_back(app, client, admin):
-    add_account(app, "rogue", ADMIN_PASSWORD, admin=True)
-    rogue = {"x-access-token": login(client, "rogue", ADMIN_PASSWORD)}
-    admin_headers = {"x-access-token": login(client, "admin", ADMIN_PASSWORD)}
-    rogue_id = client.get("/me", headers=rogue, status=200).json["user"]["public_id"]
+    rogue, admin_headers, rogue_id = rogue_admin(app, client)
     gate = Gate("rogue-password-2")
     app.hasher = todo_wsgi.Hasher(app.settings.pbkdf2_iterations, 4, gate)
     change = {"password": "rogue-password-2", "admin": True, "name": "still-admin"}
-    thread, answer = in_thread(
-        app, lambda c: c.patch_json(f"/user/{rogue_id}", change, headers=rogue, expect_errors=True)
+    response, before = held_while(
+        app,
+        gate,
+        lambda c: c.patch_json(f"/user/{rogue_id}", change, headers=rogue, expect_errors=True),
+        lambda: client.patch_json(f"/user/{rogue_id}", {"admin": False}, headers=admin_headers, status=200),
     )
-    assert gate.entered.wait(10)
-    client.patch_json(f"/user/{rogue_id}", {"admin": False}, headers=admin_headers, status=200)
-    before = everything(app)
-    gate.released.set()
-    thread.join(10)
-    (response,) = answer
     assert response.status_int == 403
     assert everything(app) == before
 

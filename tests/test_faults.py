@@ -118,14 +118,18 @@ def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(store_pg, "LOCK_TIMEOUT_MS", SHORT_WAIT_MS)
 
 
+def alices_client(app: Any) -> tuple[TestApp, dict[str, str]]:
+    """A client of ``app`` and the token of alice, an account made for the test."""
+    client = TestApp(validator(app))
+    add_account(app, "alice", USER_PASSWORD)
+    return client, {"x-access-token": login(client, "alice", USER_PASSWORD)}
+
+
 # -- a lock held by another connection ------------------------------------------------
 
 
 def test_a_write_meeting_a_lock_held_past_the_wait_answers_503_with_retry_after(short_waits, make_app, database):
-    app = make_app()
-    client = TestApp(validator(app))
-    add_account(app, "alice", USER_PASSWORD)
-    headers = {"x-access-token": login(client, "alice", USER_PASSWORD)}
+    client, headers = alices_client(make_app())
     with lock_held_elsewhere(database, "alice"):
         started = time.monotonic()
         response = client.post_json("/todo", {"text": "blocked"}, headers=headers, status=503)
@@ -135,10 +139,7 @@ def test_a_write_meeting_a_lock_held_past_the_wait_answers_503_with_retry_after(
 
 
 def test_reads_keep_working_while_another_connection_holds_the_write_lock(short_waits, make_app, database):
-    app = make_app()
-    client = TestApp(validator(app))
-    add_account(app, "alice", USER_PASSWORD)
-    headers = {"x-access-token": login(client, "alice", USER_PASSWORD)}
+    client, headers = alices_client(make_app())
     client.post_json("/todo", {"text": "written before"}, headers=headers, status=201)
     with lock_held_elsewhere(database, "alice"):
         started = time.monotonic()
@@ -149,10 +150,7 @@ def test_reads_keep_working_while_another_connection_holds_the_write_lock(short_
 
 
 def test_writes_recover_by_themselves_once_the_lock_is_released(short_waits, make_app, database):
-    app = make_app()
-    client = TestApp(validator(app))
-    add_account(app, "alice", USER_PASSWORD)
-    headers = {"x-access-token": login(client, "alice", USER_PASSWORD)}
+    client, headers = alices_client(make_app())
     with lock_held_elsewhere(database, "alice"):
         client.post_json("/todo", {"text": "blocked"}, headers=headers, status=503)
     client.post_json("/todo", {"text": "after"}, headers=headers, status=201)
@@ -334,10 +332,7 @@ def test_a_full_file_system_answers_503_loses_no_acknowledged_write_and_recovers
 def test_a_broken_schema_answers_500_without_retry_after_and_logs_the_traceback(
     make_app, database, altered_schema, caplog
 ):
-    app = make_app()
-    client = TestApp(validator(app))
-    add_account(app, "alice", USER_PASSWORD)
-    headers = {"x-access-token": login(client, "alice", USER_PASSWORD)}
+    client, headers = alices_client(make_app())
     run_sql(database, "ALTER TABLE todos RENAME COLUMN text TO body")
     with caplog.at_level(logging.ERROR, logger="todo_wsgi"):
         listed = client.get("/todo", headers=headers, status=500)

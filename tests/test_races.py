@@ -73,17 +73,40 @@ def everything(app: todo_wsgi.TodoApp) -> dict[str, list[Any]]:
         }
 
 
-def test_a_login_hashing_while_its_password_changes_gets_no_working_token(app, client, user, user_headers, gated):
-    gate = gated(USER_PASSWORD)
-    thread, answer = in_thread(
-        app, lambda c: c.post("/login", headers=basic("alice", USER_PASSWORD), expect_errors=True)
-    )
+def rogue_admin(app: todo_wsgi.TodoApp, client: TestApp) -> tuple[dict[str, str], dict[str, str], str]:
+    """A second admin, "rogue": its token, the first admin's token, and rogue's public id."""
+    add_account(app, "rogue", ADMIN_PASSWORD, admin=True)
+    rogue = {"x-access-token": login(client, "rogue", ADMIN_PASSWORD)}
+    admin_headers = {"x-access-token": login(client, "admin", ADMIN_PASSWORD)}
+    rogue_id = client.get("/me", headers=rogue, status=200).json["user"]["public_id"]
+    return rogue, admin_headers, rogue_id
+
+
+def held_while(
+    app: todo_wsgi.TodoApp, gate: Gate, request: Callable[[TestApp], Any], meanwhile: Callable[[], Any]
+) -> tuple[Any, dict[str, list[Any]]]:
+    """Run ``request`` in a thread until it is inside its gated PBKDF2 run, then ``meanwhile``;
+    take every table and let the request go on. Its answer, and the tables ``meanwhile`` left."""
+    thread, answer = in_thread(app, request)
     assert gate.entered.wait(10)
-    change = {"old_password": USER_PASSWORD, "new_password": "changed-password-2"}
-    client.put_json("/me/password", change, headers=user_headers, status=200)
+    meanwhile()
+    before = everything(app)
     gate.released.set()
     thread.join(10)
     (response,) = answer
+    return response, before
+
+
+def test_a_login_hashing_while_its_password_changes_gets_no_working_token(app, client, user, user_headers, gated):
+    gate = gated(USER_PASSWORD)
+
+    def meanwhile() -> None:
+        change = {"old_password": USER_PASSWORD, "new_password": "changed-password-2"}
+        client.put_json("/me/password", change, headers=user_headers, status=200)
+
+    response, _ = held_while(
+        app, gate, lambda c: c.post("/login", headers=basic("alice", USER_PASSWORD), expect_errors=True), meanwhile
+    )
     assert response.status_int == 401
     assert response.json == {"message": "Could not verify"}
     client.post("/login", headers=basic("alice", "changed-password-2"), status=200)
@@ -125,17 +148,15 @@ def test_a_login_of_an_account_deleted_while_it_hashes_never_opens_the_account_c
     # alice is the newest account: on SQLite her internal id is handed out again to the
     # next account. Her login is held in its PBKDF2 run, her password already read.
     gate = gated(USER_PASSWORD)
-    logging_in, answer = in_thread(
-        app, lambda c: c.post("/login", headers=basic("alice", USER_PASSWORD), expect_errors=True)
+
+    def meanwhile() -> None:
+        client.delete(f"/user/{user['public_id']}", headers=admin_headers, status=200)
+        bob = {"name": "bob", "password": "bobs-own-password-9"}
+        client.post_json("/user", bob, headers=admin_headers, status=201)
+
+    response, before = held_while(
+        app, gate, lambda c: c.post("/login", headers=basic("alice", USER_PASSWORD), expect_errors=True), meanwhile
     )
-    assert gate.entered.wait(10)
-    client.delete(f"/user/{user['public_id']}", headers=admin_headers, status=200)
-    bob = {"name": "bob", "password": "bobs-own-password-9"}
-    client.post_json("/user", bob, headers=admin_headers, status=201)
-    before = everything(app)
-    gate.released.set()
-    logging_in.join(10)
-    (response,) = answer
     assert response.status_int == 401
     assert everything(app)["sessions"] == before["sessions"]
 
@@ -145,16 +166,14 @@ def test_an_admin_reset_during_the_attackers_password_change_leaves_the_admins_p
 ):
     gate = gated(ATTACKER_PASSWORD)  # the attacker's new password, hashing
     change = {"old_password": USER_PASSWORD, "new_password": ATTACKER_PASSWORD}
-    thread, answer = in_thread(
-        app, lambda c: c.put_json("/me/password", change, headers=user_headers, expect_errors=True)
+
+    def meanwhile() -> None:
+        reset = {"password": "reset-by-admin-1"}
+        client.patch_json(f"/user/{user['public_id']}", reset, headers=admin_headers, status=200)
+
+    response, before = held_while(
+        app, gate, lambda c: c.put_json("/me/password", change, headers=user_headers, expect_errors=True), meanwhile
     )
-    assert gate.entered.wait(10)
-    reset = {"password": "reset-by-admin-1"}
-    client.patch_json(f"/user/{user['public_id']}", reset, headers=admin_headers, status=200)
-    before = everything(app)
-    gate.released.set()
-    thread.join(10)
-    (response,) = answer
     assert response.status_int == 401
     assert response.headers["WWW-Authenticate"] == challenge("revoked")
     assert everything(app) == before
@@ -163,40 +182,30 @@ def test_an_admin_reset_during_the_attackers_password_change_leaves_the_admins_p
 
 
 def test_an_admin_deleted_while_its_edit_is_hashing_changes_nothing(app, client, admin, user, gated):
-    add_account(app, "rogue", ADMIN_PASSWORD, admin=True)
-    rogue = {"x-access-token": login(client, "rogue", ADMIN_PASSWORD)}
-    admin_headers = {"x-access-token": login(client, "admin", ADMIN_PASSWORD)}
-    rogue_id = client.get("/me", headers=rogue, status=200).json["user"]["public_id"]
+    rogue, admin_headers, rogue_id = rogue_admin(app, client)
     gate = gated(ATTACKER_PASSWORD)
     edit = {"password": ATTACKER_PASSWORD, "admin": True}
-    thread, answer = in_thread(
-        app, lambda c: c.patch_json(f"/user/{user['public_id']}", edit, headers=rogue, expect_errors=True)
+    response, before = held_while(
+        app,
+        gate,
+        lambda c: c.patch_json(f"/user/{user['public_id']}", edit, headers=rogue, expect_errors=True),
+        lambda: client.delete(f"/user/{rogue_id}", headers=admin_headers, status=200),
     )
-    assert gate.entered.wait(10)
-    client.delete(f"/user/{rogue_id}", headers=admin_headers, status=200)
-    before = everything(app)
-    gate.released.set()
-    thread.join(10)
-    (response,) = answer
     assert response.status_int == 401
     assert everything(app) == before
     assert client.get(f"/user/{user['public_id']}", headers=admin_headers, status=200).json["user"]["admin"] is False
 
 
 def test_an_admin_demoted_while_its_account_creation_is_hashing_creates_nothing(app, client, admin, gated):
-    add_account(app, "rogue", ADMIN_PASSWORD, admin=True)
-    rogue = {"x-access-token": login(client, "rogue", ADMIN_PASSWORD)}
-    admin_headers = {"x-access-token": login(client, "admin", ADMIN_PASSWORD)}
-    rogue_id = client.get("/me", headers=rogue, status=200).json["user"]["public_id"]
+    rogue, admin_headers, rogue_id = rogue_admin(app, client)
     gate = gated(ATTACKER_PASSWORD)
     new = {"name": "accomplice", "password": ATTACKER_PASSWORD}
-    thread, answer = in_thread(app, lambda c: c.post_json("/user", new, headers=rogue, expect_errors=True))
-    assert gate.entered.wait(10)
-    client.patch_json(f"/user/{rogue_id}", {"admin": False}, headers=admin_headers, status=200)
-    before = everything(app)
-    gate.released.set()
-    thread.join(10)
-    (response,) = answer
+    response, before = held_while(
+        app,
+        gate,
+        lambda c: c.post_json("/user", new, headers=rogue, expect_errors=True),
+        lambda: client.patch_json(f"/user/{rogue_id}", {"admin": False}, headers=admin_headers, status=200),
+    )
     assert response.status_int == 403
     assert response.json == {"message": "Cannot perform that function!"}
     assert everything(app) == before
@@ -206,22 +215,18 @@ def test_an_admin_logged_out_while_its_account_creation_is_hashing_creates_nothi
     admin_headers = {"x-access-token": login(client, "admin", ADMIN_PASSWORD)}
     gate = gated(ATTACKER_PASSWORD)
     new = {"name": "accomplice", "password": ATTACKER_PASSWORD}
-    thread, answer = in_thread(app, lambda c: c.post_json("/user", new, headers=admin_headers, expect_errors=True))
-    assert gate.entered.wait(10)
-    client.post("/logout", headers=admin_headers, status=200)
-    before = everything(app)
-    gate.released.set()
-    thread.join(10)
-    (response,) = answer
+    response, before = held_while(
+        app,
+        gate,
+        lambda c: c.post_json("/user", new, headers=admin_headers, expect_errors=True),
+        lambda: client.post("/logout", headers=admin_headers, status=200),
+    )
     assert response.status_int == 401
     assert everything(app) == before
 
 
 def test_an_admin_removed_while_deleting_an_account_deletes_nothing(app, client, admin, user, monkeypatch):
-    add_account(app, "rogue", ADMIN_PASSWORD, admin=True)
-    rogue = {"x-access-token": login(client, "rogue", ADMIN_PASSWORD)}
-    admin_headers = {"x-access-token": login(client, "admin", ADMIN_PASSWORD)}
-    rogue_id = client.get("/me", headers=rogue, status=200).json["user"]["public_id"]
+    rogue, admin_headers, rogue_id = rogue_admin(app, client)
     # No slow step here: the window is held open at the store's door instead.
     arrived, go_on = threading.Event(), threading.Event()
     real_delete_user = app.store.delete_user
