@@ -478,27 +478,22 @@ def cmd_copy_to(app: TodoApp, args: argparse.Namespace) -> int:
     """Copy this database into an empty one at URL: accounts, to-dos, signing key, sessions, audit trail."""
     # Every failure, the driver's included, is one line without a password of
     # either URL: libpq quotes what it cannot parse (a bad %-escape in the password).
-    urls = (args.url, app.settings.database)
+    urls, doing = (args.url, app.settings.database), "use the database"
     try:
         target_store = backend_for(args.url)
         target = target_store.open_database(args.url, 1)
-    except (ValueError, RuntimeError) as exc:
+        doing = "copy to"
+        try:
+            with app.db.connection() as source, target.connection() as conn:
+                counts = target_store.import_rows(conn, app.store.export_rows(source))
+        finally:
+            target.close()
+    except (ValueError, RuntimeError) as exc:  # no driver for the URL; a target that is not empty
         raise CommandError(one_line(scrub(exc, *urls))) from exc
     except Exception as exc:
         if not driver_error(exc):
             raise
-        raise CommandError(f"cannot use the database {redact(args.url)}: {one_line(scrub(exc, *urls))}") from exc
-    try:
-        with app.db.connection() as source, target.connection() as conn:
-            counts = target_store.import_rows(conn, app.store.export_rows(source))
-    except ValueError as exc:  # the target is not empty
-        raise CommandError(one_line(scrub(exc, *urls))) from exc
-    except Exception as exc:
-        if not driver_error(exc):
-            raise
-        raise CommandError(f"cannot copy to {redact(args.url)}: {one_line(scrub(exc, *urls))}") from exc
-    finally:
-        target.close()
+        raise CommandError(f"cannot {doing} {redact(args.url)}: {one_line(scrub(exc, *urls))}") from exc
     print(
         f"copied {counts['users']} accounts, {counts['todos']} to-dos, the signing key, "
         f"{counts['sessions']} sessions, {counts['spent_refresh_tokens']} spent refresh tokens, "
