@@ -585,6 +585,7 @@ def update_user(
     password_hash: str | None = None,
     admin: bool | None = None,
     verified_hash: str | None = None,
+    forgive: tuple[str, str] | None = None,
     check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any] | None:
     """Change any of name, password hash and admin flag, in one transaction.
@@ -592,7 +593,8 @@ def update_user(
     ``caller`` acts on another account as an admin, or on its own (``public_id``
     its own) to change its password; None is the operator. A new password hash
     ends every session of the account; with ``verified_hash``, only if the hash
-    is still that one (else PasswordChanged). Return the account as it now
+    is still that one (else PasswordChanged), and then ``forgive`` (name, address)
+    loses the attempt that password counted, as a login's. Return the account as it now
     stands, or None if there is none; raise NameTaken, LastAdmin, SessionEnded
     or NotAdmin and change nothing. ``check(account)``, given, is called with
     the account as it stands before the change: whatever it raises refuses the
@@ -613,6 +615,8 @@ def update_user(
             check(present_account(conn.execute(SELECT_ACCOUNT + " WHERE u.id = ?", (row[0],)).fetchone()))
         if verified_hash is not None and row[2] != verified_hash:
             raise PasswordChanged(public_id)
+        if forgive is not None:  # the password was right: its attempt is forgiven, as a login's
+            _forgive_attempt(conn, *forgive)
         if admin is False and row[1] and _admin_count(conn) <= 1:
             raise LastAdmin(public_id)
         if name is not None and name != row[3]:
@@ -952,12 +956,6 @@ def _forgive_attempt(conn: sqlite3.Connection, name: str, address: str) -> None:
     other failures, less the attempt that succeeded."""
     conn.execute("DELETE FROM login_failures WHERE name = ? AND address = ?", (name, address))
     conn.execute("UPDATE address_failures SET failures = failures - 1 WHERE address = ? AND failures > 0", (address,))
-
-
-def clear_login_failures(conn: sqlite3.Connection, name: str, address: str) -> None:
-    """Forget the failed logins of (name, address) and give back the address's attempt."""
-    with transaction(conn):
-        _forgive_attempt(conn, name, address)
 
 
 def forget_login_failures(

@@ -520,6 +520,7 @@ def update_user(
     password_hash: str | None = None,
     admin: bool | None = None,
     verified_hash: str | None = None,
+    forgive: tuple[str, str] | None = None,
     check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any] | None:
     """As store.update_user; the admins are locked first, then the caller, then the account."""
@@ -542,6 +543,8 @@ def update_user(
                 check(present_account(conn.execute(SELECT_ACCOUNT + " WHERE u.id = %s", (row[0],)).fetchone()))
             if verified_hash is not None and row[2] != verified_hash:
                 raise PasswordChanged(public_id)
+            if forgive is not None:  # the password was right: its attempt is forgiven, as a login's
+                _forgive_attempt(conn, *forgive)
             if admin is False and row[1] and not [a for a in admins if a != row[0]]:
                 raise LastAdmin(public_id)
             if name is not None and name != row[3]:
@@ -848,12 +851,6 @@ def _forgive_attempt(conn: psycopg.Connection[Any], name: str, address: str) -> 
     conn.execute(
         "UPDATE address_failures SET failures = failures - 1 WHERE address = %s AND failures > 0", (_key(address),)
     )
-
-
-@_retried
-def clear_login_failures(conn: psycopg.Connection[Any], name: str, address: str) -> None:
-    with transaction(conn):
-        _forgive_attempt(conn, name, address)
 
 
 @_retried

@@ -1325,11 +1325,15 @@ def change_my_password(req: Request) -> Result:
             record_refusal(req, "login.failed", account["public_id"], by_address, now)
             raise HTTPError(403, "Wrong password!")
         new_hash = hasher.hash(data["new_password"])
-    req.store.clear_login_failures(req.conn, name, address)
-    if (
-        req.store.update_user(req.conn, req.caller, account["public_id"], password_hash=new_hash, verified_hash=stored)
-        is None
-    ):
+    changed = req.store.update_user(
+        req.conn,
+        req.caller,
+        account["public_id"],
+        password_hash=new_hash,
+        verified_hash=stored,
+        forgive=(name, address),
+    )
+    if changed is None:
         raise token_refused("revoked")
     return 200, {"message": "Password changed!"}
 

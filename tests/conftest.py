@@ -188,6 +188,28 @@ def store_caller(app: todo_wsgi.TodoApp, name: str) -> Any:
     return caller
 
 
+def every_row(conn: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table the schema has, by table, read from the catalog (so
+    a table added later is covered too): what a refused write must leave as it was."""
+    import sqlite3
+
+    if isinstance(conn, sqlite3.Connection):  # sqlite_sequence too: a rolled-back insert leaves it alone
+        catalog = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    else:
+        catalog = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    tables = [name for (name,) in conn.execute(catalog).fetchall()]
+    assert {"users", "todos", "sessions", "audit_events"} <= set(tables), tables
+    return {
+        table: sorted(map(tuple, conn.execute(f'SELECT * FROM "{table}"').fetchall()), key=repr) for table in tables
+    }
+
+
+def stored_rows(app: todo_wsgi.TodoApp) -> dict[str, list[tuple[Any, ...]]]:
+    """``every_row`` of the app's database."""
+    with app.db.connection() as conn:
+        return every_row(conn)
+
+
 class HeldWrite:
     """The next store write that records ``action`` (on ``target``, if given) held inside its
     transaction, its event written, until ``go_on`` is set: a race's window held open."""

@@ -16,8 +16,8 @@ import pytest
 from webtest import TestApp
 
 import todo_wsgi
-from tests.conftest import USER_PASSWORD, add_account, basic, login, session_of
-from tests.test_races import Gate, everything, held_while, rogue_admin
+from tests.conftest import USER_PASSWORD, add_account, basic, login, session_of, stored_rows
+from tests.test_races import Gate, held_while, rogue_admin
 
 
 def test_an_admin_demoted_while_editing_its_own_account_gets_nothing_back(app, client, admin):
@@ -32,7 +32,7 @@ def test_an_admin_demoted_while_editing_its_own_account_gets_nothing_back(app, c
         lambda: client.patch_json(f"/user/{rogue_id}", {"admin": False}, headers=admin_headers, status=200),
     )
     assert response.status_int == 403
-    assert everything(app) == before
+    assert stored_rows(app) == before
 
 
 def test_a_client_past_its_address_limit_is_refused_before_it_waits_for_hashing(make_app, admin):

@@ -17,7 +17,7 @@ import pytest
 from webtest import TestApp
 
 import todo_wsgi
-from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, HeldWrite, add_account, basic, challenge, login
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, HeldWrite, add_account, basic, challenge, login, stored_rows
 
 ATTACKER_PASSWORD = "attacker-password-1"
 
@@ -64,15 +64,6 @@ def in_thread(app: todo_wsgi.TodoApp, call: Callable[[TestApp], Any]) -> tuple[t
     return thread, answer
 
 
-def everything(app: todo_wsgi.TodoApp) -> dict[str, list[Any]]:
-    """Every row of every table a refused write must leave as it was."""
-    with app.db.connection() as conn:
-        return {
-            table: sorted(map(tuple, conn.execute(f"SELECT * FROM {table}").fetchall()), key=repr)
-            for table in ("users", "todos", "sessions", "app_secrets", "audit_events")
-        }
-
-
 def rogue_admin(app: todo_wsgi.TodoApp, client: TestApp) -> tuple[dict[str, str], dict[str, str], str]:
     """A second admin, "rogue": its token, the first admin's token, and rogue's public id."""
     add_account(app, "rogue", ADMIN_PASSWORD, admin=True)
@@ -90,7 +81,7 @@ def held_while(
     thread, answer = in_thread(app, request)
     assert gate.entered.wait(10)
     meanwhile()
-    before = everything(app)
+    before = stored_rows(app)
     gate.released.set()
     thread.join(10)
     (response,) = answer
@@ -158,7 +149,7 @@ def test_a_login_of_an_account_deleted_while_it_hashes_never_opens_the_account_c
         app, gate, lambda c: c.post("/login", headers=basic("alice", USER_PASSWORD), expect_errors=True), meanwhile
     )
     assert response.status_int == 401
-    assert everything(app)["sessions"] == before["sessions"]
+    assert stored_rows(app)["sessions"] == before["sessions"]
 
 
 def test_an_admin_reset_during_the_attackers_password_change_leaves_the_admins_password(
@@ -176,7 +167,7 @@ def test_an_admin_reset_during_the_attackers_password_change_leaves_the_admins_p
     )
     assert response.status_int == 401
     assert response.headers["WWW-Authenticate"] == challenge("revoked")
-    assert everything(app) == before
+    assert stored_rows(app) == before
     client.post("/login", headers=basic("alice", "reset-by-admin-1"), status=200)
     client.post("/login", headers=basic("alice", ATTACKER_PASSWORD), status=401)
 
@@ -192,7 +183,7 @@ def test_an_admin_deleted_while_its_edit_is_hashing_changes_nothing(app, client,
         lambda: client.delete(f"/user/{rogue_id}", headers=admin_headers, status=200),
     )
     assert response.status_int == 401
-    assert everything(app) == before
+    assert stored_rows(app) == before
     assert client.get(f"/user/{user['public_id']}", headers=admin_headers, status=200).json["user"]["admin"] is False
 
 
@@ -208,7 +199,7 @@ def test_an_admin_demoted_while_its_account_creation_is_hashing_creates_nothing(
     )
     assert response.status_int == 403
     assert response.json == {"message": "Cannot perform that function!"}
-    assert everything(app) == before
+    assert stored_rows(app) == before
 
 
 def test_an_admin_logged_out_while_its_account_creation_is_hashing_creates_nothing(app, client, admin, gated):
@@ -222,7 +213,7 @@ def test_an_admin_logged_out_while_its_account_creation_is_hashing_creates_nothi
         lambda: client.post("/logout", headers=admin_headers, status=200),
     )
     assert response.status_int == 401
-    assert everything(app) == before
+    assert stored_rows(app) == before
 
 
 def test_an_admin_removed_while_deleting_an_account_deletes_nothing(app, client, admin, user, monkeypatch):
@@ -242,12 +233,12 @@ def test_an_admin_removed_while_deleting_an_account_deletes_nothing(app, client,
     assert arrived.wait(10)
     monkeypatch.setattr(app.store, "delete_user", real_delete_user)
     client.delete(f"/user/{rogue_id}", headers=admin_headers, status=200)
-    before = everything(app)
+    before = stored_rows(app)
     go_on.set()
     thread.join(10)
     (response,) = answer
     assert response.status_int == 401
-    assert everything(app) == before
+    assert stored_rows(app) == before
 
 
 def test_a_todo_write_after_its_session_ended_mid_request_writes_nothing(app, client, user, user_headers, monkeypatch):
@@ -259,10 +250,10 @@ def test_a_todo_write_after_its_session_ended_mid_request_writes_nothing(app, cl
         return real_update_todo(conn, caller, todo_id, **change)
 
     monkeypatch.setattr(app.store, "update_todo", logout_first)
-    before = everything(app)
+    before = stored_rows(app)
     response = client.patch_json(f"/todo/{todo['id']}", {"text": "changed"}, headers=user_headers, status=401)
     assert response.headers["WWW-Authenticate"] == challenge("revoked")
-    after = everything(app)
+    after = stored_rows(app)
     assert after["todos"] == before["todos"]
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import store
 import todo_wsgi
+from tests.conftest import every_row
 
 HASH = "pbkdf2_sha256$1$c2FsdA==$aGFzaA=="
 
@@ -64,12 +65,6 @@ def count(conn, table):
     return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
-def everything(conn):
-    """Every row a refused write must leave as it was."""
-    tables = ("users", "todos", "sessions", "spent_refresh_tokens", "app_secrets", "audit_events")
-    return {t: sorted(map(tuple, conn.execute(f"SELECT * FROM {t}").fetchall()), key=repr) for t in tables}
-
-
 def pragma(conn, name):
     return conn.execute(f"PRAGMA {name}").fetchone()[0]
 
@@ -122,19 +117,19 @@ def test_deleting_an_account_deletes_its_todos_and_sessions(s, conn):
 @pytest.mark.parametrize("taken", ["alice", "Alice", "ALICE", "ａｌｉｃｅ"])
 def test_names_are_unique_by_their_nfkc_case_fold(s, conn, taken):
     new_user(s, conn, "alice")
-    before = everything(conn)
+    before = every_row(conn)
     with pytest.raises(s.NameTaken):
         s.create_user(conn, None, str(uuid.uuid4()), taken, "x", False)
-    assert everything(conn) == before
+    assert every_row(conn) == before
 
 
 def test_renaming_to_a_taken_name_raises_name_taken(s, conn):
     new_user(s, conn, "alice")
     bob = new_user(s, conn, "bob")
-    before = everything(conn)
+    before = every_row(conn)
     with pytest.raises(s.NameTaken):
         s.update_user(conn, None, bob["public_id"], name="ALICE", admin=True)
-    assert everything(conn) == before
+    assert every_row(conn) == before
 
 
 def test_renaming_an_account_to_another_case_of_its_own_name_is_allowed(s, conn):
@@ -145,18 +140,18 @@ def test_renaming_an_account_to_another_case_of_its_own_name_is_allowed(s, conn)
 def test_deleting_the_last_admin_raises_last_admin_and_deletes_nothing(s, conn):
     root = new_user(s, conn, "root", admin=True)
     s.create_todo(conn, root["caller"], "keep me", 10)
-    before = everything(conn)
+    before = every_row(conn)
     with pytest.raises(s.LastAdmin):
         s.delete_user(conn, root["caller"], root["public_id"])
-    assert everything(conn) == before
+    assert every_row(conn) == before
 
 
 def test_demoting_the_last_admin_raises_last_admin_and_changes_nothing(s, conn):
     root = new_user(s, conn, "root", admin=True)
-    before = everything(conn)
+    before = every_row(conn)
     with pytest.raises(s.LastAdmin):
         s.update_user(conn, None, root["public_id"], name="renamed", admin=False)
-    assert everything(conn) == before
+    assert every_row(conn) == before
 
 
 def test_an_admin_can_go_while_another_remains(s, conn):
@@ -194,19 +189,22 @@ def test_a_write_whose_session_ended_raises_session_ended_and_writes_nothing(s, 
     todo = s.create_todo(conn, alice["caller"], "mine", 10)
     s.end_session(conn, root["caller"])
     s.end_session(conn, alice["caller"])
-    before = everything(conn)
+    s.count_login_attempt(conn, "alice", "", 1e9, 900)  # the attempt a password change counted
+    before = every_row(conn)
     for write in (
         lambda: s.create_user(conn, root["caller"], str(uuid.uuid4()), "mallory", HASH, False),
         lambda: s.update_user(conn, root["caller"], alice["public_id"], admin=True),
         lambda: s.delete_user(conn, root["caller"], alice["public_id"]),
-        lambda: s.update_user(conn, alice["caller"], alice["public_id"], password_hash="new", verified_hash=HASH),
+        lambda: s.update_user(
+            conn, alice["caller"], alice["public_id"], password_hash="new", verified_hash=HASH, forgive=("alice", "")
+        ),
         lambda: s.create_todo(conn, alice["caller"], "more", 10),
         lambda: s.update_todo(conn, alice["caller"], todo["id"], text="changed"),
         lambda: s.delete_todo(conn, alice["caller"], todo["id"]),
     ):
         with pytest.raises(s.SessionEnded):
             write()
-    assert everything(conn) == before
+    assert every_row(conn) == before
 
 
 def test_an_admins_write_after_its_demotion_raises_not_admin_and_writes_nothing(s, conn):
@@ -214,7 +212,7 @@ def test_an_admins_write_after_its_demotion_raises_not_admin_and_writes_nothing(
     new_user(s, conn, "other", admin=True)
     alice = new_user(s, conn, "alice")
     s.update_user(conn, None, root["public_id"], admin=False)
-    before = everything(conn)
+    before = every_row(conn)
     for write in (
         lambda: s.create_user(conn, root["caller"], str(uuid.uuid4()), "mallory", HASH, False),
         lambda: s.update_user(conn, root["caller"], alice["public_id"], admin=True),
@@ -222,7 +220,7 @@ def test_an_admins_write_after_its_demotion_raises_not_admin_and_writes_nothing(
     ):
         with pytest.raises(s.NotAdmin):
             write()
-    assert everything(conn) == before
+    assert every_row(conn) == before
 
 
 def test_a_non_admin_may_change_only_its_own_account(s, conn):
@@ -235,10 +233,34 @@ def test_a_non_admin_may_change_only_its_own_account(s, conn):
 
 def test_a_password_write_compares_and_swaps_on_the_verified_hash(s, conn):
     alice = new_user(s, conn, "alice")
-    before = everything(conn)
+    s.count_login_attempt(conn, "alice", "10.0.0.9", 1e9, 900)  # the attempt its old password counted
+    before = every_row(conn)
     with pytest.raises(s.PasswordChanged):
-        s.update_user(conn, alice["caller"], alice["public_id"], password_hash="mine", verified_hash="stale")
-    assert everything(conn) == before
+        s.update_user(
+            conn,
+            alice["caller"],
+            alice["public_id"],
+            password_hash="mine",
+            verified_hash="stale",
+            forgive=("alice", "10.0.0.9"),
+        )
+    assert every_row(conn) == before  # the attempt stays counted too
+
+
+def test_a_password_write_forgives_the_attempt_its_verified_password_counted_in_the_same_write(s, conn):
+    alice = new_user(s, conn, "alice")
+    s.count_login_attempt(conn, "bob", "10.0.0.9", 1e9, 900)  # another name's failure from there
+    s.count_login_attempt(conn, "alice", "10.0.0.9", 1e9, 900)
+    assert s.login_failures(conn, "alice", "10.0.0.9", 0)[::2] == (1, 2)
+    s.update_user(
+        conn,
+        alice["caller"],
+        alice["public_id"],
+        password_hash="mine",
+        verified_hash=HASH,
+        forgive=("alice", "10.0.0.9"),
+    )
+    assert s.login_failures(conn, "alice", "10.0.0.9", 0)[::2] == (0, 1)
 
 
 def test_a_new_password_ends_every_session_of_the_account_and_no_other(s, conn):
@@ -253,9 +275,9 @@ def test_a_session_starts_only_while_the_password_is_unchanged_since_it_was_read
     alice = new_user(s, conn, "alice")
     read = s.get_login(conn, "alice")
     s.update_user(conn, None, alice["public_id"], password_hash="changed meanwhile")
-    before = everything(conn)
+    before = every_row(conn)
     assert s.start_session(conn, read, another_session(alice, "late"), "r1", 2e9, stronger_hash="stronger") is False
-    assert everything(conn) == before
+    assert every_row(conn) == before
 
 
 def test_a_session_start_stores_the_stronger_hash_of_the_verified_password(s, conn):
@@ -317,9 +339,9 @@ def test_a_token_never_issued_in_the_session_changes_nothing(s, conn, presented)
     new_user(s, conn, "alice")
     session_with_spent_tokens(s, conn, "alice", "s")
     session_with_spent_tokens(s, conn, "alice", "t")
-    before = everything(conn)
+    before = every_row(conn)
     assert s.refresh_session(conn, "s", presented, "next", 1.5e9, "10.0.0.7") is None
-    assert everything(conn) == before
+    assert every_row(conn) == before
     assert s.refresh_session(conn, "s", "sr2", "sr3", 1.5e9, None) is not None
 
 
@@ -368,10 +390,10 @@ def test_an_account_holds_at_most_its_maximum_of_todos(s, conn):
     alice = new_user(s, conn, "alice")
     for n in range(3):
         s.create_todo(conn, alice["caller"], f"todo {n}", 3)
-    before = everything(conn)
+    before = every_row(conn)
     with pytest.raises(s.TooManyTodos):
         s.create_todo(conn, alice["caller"], "one too many", 3)
-    assert everything(conn) == before
+    assert every_row(conn) == before
 
 
 def test_update_todo_of_another_owner_does_nothing(s, conn):
