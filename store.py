@@ -58,6 +58,10 @@ class SessionEnded(Refused):
     """The caller's session no longer exists (logged out, password changed, account deleted)."""
 
 
+class SessionEnding(Refused):
+    """The session ends before the time a refresh needs it to last (its last second)."""
+
+
 class NotAdmin(Refused):
     """The caller's account is no longer an admin."""
 
@@ -735,13 +739,20 @@ def start_session(
 
 
 def refresh_session(
-    conn: sqlite3.Connection, session_id: str, spent_hash: str, new_hash: str, now: float, address: str | None
+    conn: sqlite3.Connection,
+    session_id: str,
+    spent_hash: str,
+    new_hash: str,
+    now: float,
+    address: str | None,
+    lasting_until: float = 0.0,
 ) -> tuple[dict[str, Any], float] | None:
     """Spend the session's refresh token (by its hash) for its successor, in one transaction.
 
     Return (account, session end) while the session lives and ``spent_hash``
     is its current refresh token; ``spent_hash`` is then kept among the
-    session's spent ones. None for no such session or one past its end. A
+    session's spent ones. None for no such session or one past its end;
+    SessionEnding, nothing spent, for one that ends before ``lasting_until``. A
     spent token of the session presented again was stolen or replayed (RFC
     9700 4.14.2), so the whole session ends, every token issued in it
     included, and session.revoked is recorded. Any other token (one never
@@ -770,6 +781,8 @@ def refresh_session(
                 revoker = Caller(session_id, account["public_id"], address, now)
                 _record(conn, revoker, "session.revoked", account["public_id"])
             return None  # a token never issued in this session changes nothing
+        if row[0] < lasting_until:  # refused: the rotation is rolled back, the token stays unspent
+            raise SessionEnding(account["public_id"])
         conn.execute("INSERT INTO spent_refresh_tokens (hash, session_id) VALUES (?, ?)", (spent_hash, session_id))
     return account, float(row[0])
 

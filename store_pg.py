@@ -51,6 +51,7 @@ from store import (
     PasswordChanged,
     Refused,
     SessionEnded,
+    SessionEnding,
     TooManyTodos,
     account_from_row,
     event_filters,
@@ -72,6 +73,7 @@ __all__ = [
     "PasswordChanged",
     "Refused",
     "SessionEnded",
+    "SessionEnding",
     "TooManyTodos",
 ]
 
@@ -669,7 +671,13 @@ def start_session(
 
 @_retried
 def refresh_session(
-    conn: psycopg.Connection[Any], session_id: str, spent_hash: str, new_hash: str, now: float, address: str | None
+    conn: psycopg.Connection[Any],
+    session_id: str,
+    spent_hash: str,
+    new_hash: str,
+    now: float,
+    address: str | None,
+    lasting_until: float = 0.0,
 ) -> tuple[dict[str, Any], float] | None:
     """As store.refresh_session; the session's row is read FOR UPDATE, so a logout or a
     password change deleting it either commits first (no session: None) or waits for
@@ -696,6 +704,8 @@ def refresh_session(
                 revoker = Caller(session_id, account["public_id"], address, now)
                 _record(conn, revoker, "session.revoked", account["public_id"])
             return None  # a token never issued in this session changes nothing
+        if row[0] < lasting_until:  # refused: the rotation is rolled back, the token stays unspent
+            raise SessionEnding(account["public_id"])
         conn.execute("INSERT INTO spent_refresh_tokens (hash, session_id) VALUES (%s, %s)", (spent_hash, session_id))
     return account, float(row[0])
 
