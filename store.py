@@ -705,6 +705,7 @@ def start_session(
     stronger_hash: str | None = None,
     name: str = "",
     address: str = "",
+    events_before: float | None = None,
 ) -> bool:
     """Start the session ``caller`` names for the account whose password was verified
     (``verified``: the account as get_login read it, its hash and count of password changes).
@@ -716,7 +717,8 @@ def start_session(
     today's cost) in place of the hash verified, unless another login stored its
     own meanwhile; clears the failed logins of (name, address) (the throttle's
     keys), gives back the attempt counted against the address, and records
-    login.succeeded.
+    login.succeeded; with ``events_before``, prunes as ``prune`` does (at the
+    caller's time), so a pruning that fails starts no session either.
     """
     with transaction(conn):
         # By public id too: an internal id can be handed out again (to the account
@@ -735,6 +737,8 @@ def start_session(
             conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (stronger_hash, verified["id"]))
         _forgive_attempt(conn, name, address)
         _record(conn, caller, "login.succeeded", caller.public_id)
+        if events_before is not None:
+            _prune(conn, caller.time, events_before)
     return True
 
 
@@ -798,10 +802,15 @@ def end_session(conn: sqlite3.Connection, caller: Caller) -> bool:
 
 def prune(conn: sqlite3.Connection, now: float, events_before: float) -> None:
     """Delete sessions past their end (their refresh tokens, spent ones too, go with them) and audit events
-    older than ``events_before``. Run along with logins, so no separate job is needed."""
+    older than ``events_before``. A login does it inside its own write (start_session), so no separate
+    job is needed."""
     with transaction(conn):
-        conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-        conn.execute("DELETE FROM audit_events WHERE time < ?", (events_before,))
+        _prune(conn, now, events_before)
+
+
+def _prune(conn: sqlite3.Connection, now: float, events_before: float) -> None:
+    conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+    conn.execute("DELETE FROM audit_events WHERE time < ?", (events_before,))
 
 
 # -- the audit trail --------------------------------------------------------------

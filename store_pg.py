@@ -646,6 +646,7 @@ def start_session(
     stronger_hash: str | None = None,
     name: str = "",
     address: str = "",
+    events_before: float | None = None,
 ) -> bool:
     """As store.start_session; the account's row is read FOR NO KEY UPDATE: a password
     change in flight either commits first (the read waits, then sees its new count, and no
@@ -666,6 +667,8 @@ def start_session(
             conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (stronger_hash, verified["id"]))
         _forgive_attempt(conn, name, address)
         _record(conn, caller, "login.succeeded", caller.public_id)
+        if events_before is not None:
+            _prune(conn, caller.time, events_before)
     return True
 
 
@@ -722,8 +725,12 @@ def end_session(conn: psycopg.Connection[Any], caller: Caller) -> bool:
 @_retried
 def prune(conn: psycopg.Connection[Any], now: float, events_before: float) -> None:
     with transaction(conn):
-        conn.execute("DELETE FROM sessions WHERE expires_at <= %s", (now,))
-        conn.execute("DELETE FROM audit_events WHERE time < %s", (events_before,))
+        _prune(conn, now, events_before)
+
+
+def _prune(conn: psycopg.Connection[Any], now: float, events_before: float) -> None:
+    conn.execute("DELETE FROM sessions WHERE expires_at <= %s", (now,))
+    conn.execute("DELETE FROM audit_events WHERE time < %s", (events_before,))
 
 
 # -- the audit trail --------------------------------------------------------------

@@ -1084,14 +1084,22 @@ def login(req: Request) -> Result:
     session_id = secrets.token_urlsafe(16)
     caller = store.Caller(digest(session_id), account["public_id"], req.client, issued)
     refresh_token, ends = new_refresh_token(session_id), issued + app.settings.refresh_ttl
+    # Expired sessions and old events are pruned in the same write: nothing can fail after it.
     started = req.store.start_session(
-        req.conn, account, caller, digest(refresh_token), ends, stronger_hash=stronger, name=name_key, address=address
+        req.conn,
+        account,
+        caller,
+        digest(refresh_token),
+        ends,
+        stronger_hash=stronger,
+        name=name_key,
+        address=address,
+        events_before=issued - app.settings.audit_retention_days * 86400,
     )
     if not started:  # the password changed while this login was hashing
         record_refusal(req, "login.failed", account["public_id"], by_address, issued)
         raise could_not_verify()
     req.account = account  # for the access log
-    req.store.prune(req.conn, issued, issued - app.settings.audit_retention_days * 86400)
     return 200, session_answer(app, account, session_id, refresh_token, issued, ends)
 
 
