@@ -58,6 +58,10 @@ class SessionEnded(Refused):
     """The caller's session no longer exists (logged out, password changed, account deleted)."""
 
 
+class SessionEnding(Refused):
+    """The session ends before the time a refresh needs it to last (its last second)."""
+
+
 class NotAdmin(Refused):
     """The caller's account is no longer an admin."""
 
@@ -701,6 +705,7 @@ def start_session(
     stronger_hash: str | None = None,
     name: str = "",
     address: str = "",
+    events_before: float | None = None,
 ) -> bool:
     """Start the session ``caller`` names for the account whose password was verified
     (``verified``: the account as get_login read it, its hash and count of password changes).
@@ -712,7 +717,8 @@ def start_session(
     today's cost) in place of the hash verified, unless another login stored its
     own meanwhile; clears the failed logins of (name, address) (the throttle's
     keys), gives back the attempt counted against the address, and records
-    login.succeeded.
+    login.succeeded; with ``events_before``, prunes as ``prune`` does (at the
+    caller's time), so a pruning that fails starts no session either.
     """
     with transaction(conn):
         # By public id too: an internal id can be handed out again (to the account
@@ -731,17 +737,26 @@ def start_session(
             conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (stronger_hash, verified["id"]))
         _forgive_attempt(conn, name, address)
         _record(conn, caller, "login.succeeded", caller.public_id)
+        if events_before is not None:
+            _prune(conn, caller.time, events_before)
     return True
 
 
 def refresh_session(
-    conn: sqlite3.Connection, session_id: str, spent_hash: str, new_hash: str, now: float, address: str | None
+    conn: sqlite3.Connection,
+    session_id: str,
+    spent_hash: str,
+    new_hash: str,
+    now: float,
+    address: str | None,
+    lasting_until: float = 0.0,
 ) -> tuple[dict[str, Any], float] | None:
     """Spend the session's refresh token (by its hash) for its successor, in one transaction.
 
     Return (account, session end) while the session lives and ``spent_hash``
     is its current refresh token; ``spent_hash`` is then kept among the
-    session's spent ones. None for no such session or one past its end. A
+    session's spent ones. None for no such session or one past its end;
+    SessionEnding, nothing spent, for one that ends before ``lasting_until``. A
     spent token of the session presented again was stolen or replayed (RFC
     9700 4.14.2), so the whole session ends, every token issued in it
     included, and session.revoked is recorded. Any other token (one never
@@ -770,6 +785,8 @@ def refresh_session(
                 revoker = Caller(session_id, account["public_id"], address, now)
                 _record(conn, revoker, "session.revoked", account["public_id"])
             return None  # a token never issued in this session changes nothing
+        if row[0] < lasting_until:  # refused: the rotation is rolled back, the token stays unspent
+            raise SessionEnding(account["public_id"])
         conn.execute("INSERT INTO spent_refresh_tokens (hash, session_id) VALUES (?, ?)", (spent_hash, session_id))
     return account, float(row[0])
 
@@ -785,10 +802,15 @@ def end_session(conn: sqlite3.Connection, caller: Caller) -> bool:
 
 def prune(conn: sqlite3.Connection, now: float, events_before: float) -> None:
     """Delete sessions past their end (their refresh tokens, spent ones too, go with them) and audit events
-    older than ``events_before``. Run along with logins, so no separate job is needed."""
+    older than ``events_before``. A login does it inside its own write (start_session), so no separate
+    job is needed."""
     with transaction(conn):
-        conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-        conn.execute("DELETE FROM audit_events WHERE time < ?", (events_before,))
+        _prune(conn, now, events_before)
+
+
+def _prune(conn: sqlite3.Connection, now: float, events_before: float) -> None:
+    conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+    conn.execute("DELETE FROM audit_events WHERE time < ?", (events_before,))
 
 
 # -- the audit trail --------------------------------------------------------------

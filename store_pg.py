@@ -51,6 +51,7 @@ from store import (
     PasswordChanged,
     Refused,
     SessionEnded,
+    SessionEnding,
     TooManyTodos,
     account_from_row,
     event_filters,
@@ -72,6 +73,7 @@ __all__ = [
     "PasswordChanged",
     "Refused",
     "SessionEnded",
+    "SessionEnding",
     "TooManyTodos",
 ]
 
@@ -644,6 +646,7 @@ def start_session(
     stronger_hash: str | None = None,
     name: str = "",
     address: str = "",
+    events_before: float | None = None,
 ) -> bool:
     """As store.start_session; the account's row is read FOR NO KEY UPDATE: a password
     change in flight either commits first (the read waits, then sees its new count, and no
@@ -664,12 +667,20 @@ def start_session(
             conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (stronger_hash, verified["id"]))
         _forgive_attempt(conn, name, address)
         _record(conn, caller, "login.succeeded", caller.public_id)
+        if events_before is not None:
+            _prune(conn, caller.time, events_before)
     return True
 
 
 @_retried
 def refresh_session(
-    conn: psycopg.Connection[Any], session_id: str, spent_hash: str, new_hash: str, now: float, address: str | None
+    conn: psycopg.Connection[Any],
+    session_id: str,
+    spent_hash: str,
+    new_hash: str,
+    now: float,
+    address: str | None,
+    lasting_until: float = 0.0,
 ) -> tuple[dict[str, Any], float] | None:
     """As store.refresh_session; the session's row is read FOR UPDATE, so a logout or a
     password change deleting it either commits first (no session: None) or waits for
@@ -696,6 +707,8 @@ def refresh_session(
                 revoker = Caller(session_id, account["public_id"], address, now)
                 _record(conn, revoker, "session.revoked", account["public_id"])
             return None  # a token never issued in this session changes nothing
+        if row[0] < lasting_until:  # refused: the rotation is rolled back, the token stays unspent
+            raise SessionEnding(account["public_id"])
         conn.execute("INSERT INTO spent_refresh_tokens (hash, session_id) VALUES (%s, %s)", (spent_hash, session_id))
     return account, float(row[0])
 
@@ -712,8 +725,12 @@ def end_session(conn: psycopg.Connection[Any], caller: Caller) -> bool:
 @_retried
 def prune(conn: psycopg.Connection[Any], now: float, events_before: float) -> None:
     with transaction(conn):
-        conn.execute("DELETE FROM sessions WHERE expires_at <= %s", (now,))
-        conn.execute("DELETE FROM audit_events WHERE time < %s", (events_before,))
+        _prune(conn, now, events_before)
+
+
+def _prune(conn: psycopg.Connection[Any], now: float, events_before: float) -> None:
+    conn.execute("DELETE FROM sessions WHERE expires_at <= %s", (now,))
+    conn.execute("DELETE FROM audit_events WHERE time < %s", (events_before,))
 
 
 # -- the audit trail --------------------------------------------------------------

@@ -339,8 +339,8 @@ def json_encoder() -> Callable[[Any], str]:
 
 def refusal(refused: store.Refused) -> tuple[int, Body, list[tuple[str, str]]]:
     """The answer to a write the store refused (each refusal type has one)."""
-    if isinstance(refused, store.SessionEnded):
-        error = token_refused("revoked")
+    if isinstance(refused, (store.SessionEnded, store.SessionEnding)):
+        error = token_refused("revoked" if isinstance(refused, store.SessionEnded) else "expired")
         return error.status, {"message": error.message}, error.headers
     status, message = REFUSALS[type(refused)]
     return status, {"message": message}, []
@@ -1084,14 +1084,22 @@ def login(req: Request) -> Result:
     session_id = secrets.token_urlsafe(16)
     caller = store.Caller(digest(session_id), account["public_id"], req.client, issued)
     refresh_token, ends = new_refresh_token(session_id), issued + app.settings.refresh_ttl
+    # Expired sessions and old events are pruned in the same write: nothing can fail after it.
     started = req.store.start_session(
-        req.conn, account, caller, digest(refresh_token), ends, stronger_hash=stronger, name=name_key, address=address
+        req.conn,
+        account,
+        caller,
+        digest(refresh_token),
+        ends,
+        stronger_hash=stronger,
+        name=name_key,
+        address=address,
+        events_before=issued - app.settings.audit_retention_days * 86400,
     )
     if not started:  # the password changed while this login was hashing
         record_refusal(req, "login.failed", account["public_id"], by_address, issued)
         raise could_not_verify()
     req.account = account  # for the access log
-    req.store.prune(req.conn, issued, issued - app.settings.audit_retention_days * 86400)
     return 200, session_answer(app, account, session_id, refresh_token, issued, ends)
 
 
@@ -1125,7 +1133,9 @@ def refresh(req: Request) -> Result:
     """Spend a refresh token for a new access token and its successor (rotation, RFC 9700 4.14.2).
 
     No access token needed. A spent token presented again ends its whole
-    session; every bad token answers the same 401.
+    session; every bad token answers the same 401. A session in its last
+    second is not refreshed (an access token of it would be born expired),
+    and its token stays unspent: the store refuses it inside the rotation.
     """
     data = req.json({"refresh_token": str})
     spent, now = data["refresh_token"], req.app.clock()
@@ -1133,14 +1143,13 @@ def refresh(req: Request) -> Result:
     found = None
     if session_id and secret and len(spent) <= 200 and _encodable(spent):
         successor = new_refresh_token(session_id)
+        # Tokens' times are whole seconds: a session must last past this one.
         found = req.store.refresh_session(
-            req.conn, digest(session_id), digest(spent), digest(successor), now, req.client
+            req.conn, digest(session_id), digest(spent), digest(successor), now, req.client, int(now) + 1
         )
     if found is None:
         raise token_refused("revoked")
     account, ends = found
-    if int(ends) <= int(now):  # in its last second: an access token of it would be born expired
-        raise token_refused("expired")
     req.account = account
     return 200, session_answer(req.app, account, session_id, successor, now, ends)
 

@@ -32,7 +32,7 @@ import pytest
 from webtest import TestApp
 
 import store
-from tests.conftest import ITERATIONS, USER_PASSWORD, add_account, login
+from tests.conftest import ITERATIONS, USER_PASSWORD, add_account, basic, login, stored_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 UNAVAILABLE = {"message": "Database unavailable"}
@@ -381,6 +381,36 @@ def test_a_commit_that_fails_answers_500_writes_nothing_and_leaves_the_connectio
     # The same connection answers the next write: it was not left inside the failed transaction.
     client.post_json("/todo", {"text": "next"}, headers=headers, status=201)
     assert [t["text"] for t in client.get("/todo", headers=headers, status=200).json["todos"]] == ["next"]
+
+
+# A login's pruning of old audit events that fails (in life: a lock held past its wait, a
+# full disk), made certain by a trigger called "keep_events" refusing every such delete.
+KEEP_EVENTS = {
+    "sqlite": ["CREATE TRIGGER keep_events BEFORE DELETE ON audit_events BEGIN SELECT RAISE(ABORT, 'kept'); END"],
+    "postgres": [
+        "CREATE FUNCTION keep_events() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'kept'; END $$",
+        "CREATE TRIGGER keep_events BEFORE DELETE ON audit_events FOR EACH ROW EXECUTE FUNCTION keep_events()",
+    ],
+}
+
+
+def test_a_login_whose_pruning_fails_answers_500_and_starts_no_session(make_app, database, clock, altered_schema):
+    app = make_app()
+    client = TestApp(validator(app))
+    add_account(app, "alice", USER_PASSWORD)
+    login(client, "alice", USER_PASSWORD)
+    clock.advance(app.settings.audit_retention_days * 86400 + 1)  # its events are now past retention
+    run_sql(database, *KEEP_EVENTS["postgres" if is_postgres(database) else "sqlite"])
+    before = stored_rows(app)
+    assert_internal(client.post("/login", headers=basic("alice", USER_PASSWORD), status=500))
+    after = stored_rows(app)
+    # Nothing changed but the attempt's count (kept, as for any login refused once counted
+    # before its hashing): no session, no login.succeeded, no failures forgiven.
+    throttle = ("login_failures", "address_failures")
+    assert {t: rows for t, rows in after.items() if t not in throttle} == {
+        t: rows for t, rows in before.items() if t not in throttle
+    }
+    assert [(name, failures) for name, _, failures, _ in after["login_failures"]] == [("alice", 1)]
 
 
 # -- a read-only database file (SQLite) -----------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, HeldWrite, basic, challenge, session_of
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, HeldWrite, basic, challenge, session_of, stored_rows
 from tests.live import LiveServer
 
 NEW_PASSWORD = "a-new-password-2"
@@ -65,8 +65,13 @@ def test_a_session_in_its_last_second_is_not_refreshed(make_app, clock):
     clock.advance(0.7)  # a login in the middle of a second: the session ends in the middle of one
     pair = log_in(client)
     clock.advance(3599.6)
+    before = stored_rows(app)
     response = refresh(client, pair["refresh_token"], status=401)
     assert response.headers["WWW-Authenticate"] == challenge("expired")
+    # Refused, so nothing spent: the same token presented again is no replay.
+    assert stored_rows(app) == before
+    refresh(client, pair["refresh_token"], status=401)
+    assert stored_rows(app) == before
 
 
 def test_a_refresh_that_loses_its_session_to_a_logout_is_no_replay(app, client, user, monkeypatch):

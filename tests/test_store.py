@@ -333,6 +333,16 @@ def test_a_spent_token_of_the_session_presented_again_ends_it_and_records_sessio
     assert [(e["actor"], e["address"]) for e in events] == [(alice["public_id"], "10.0.0.7")]
 
 
+def test_a_refresh_of_a_session_ending_too_soon_is_refused_and_spends_nothing(s, conn):
+    new_user(s, conn, "alice")
+    session_with_spent_tokens(s, conn, "alice", "s")  # it ends at 2e9
+    before = every_row(conn)
+    with pytest.raises(s.SessionEnding):
+        s.refresh_session(conn, "s", "sr2", "sr3", 1.5e9, None, 2e9 + 1)
+    assert every_row(conn) == before
+    assert s.refresh_session(conn, "s", "sr2", "sr3", 1.5e9, None, 2e9) is not None
+
+
 @pytest.mark.parametrize("presented", ["never issued", "tr0"])
 def test_a_token_never_issued_in_the_session_changes_nothing(s, conn, presented):
     # "tr0" was issued and spent, but in another session: not this one's to replay.
