@@ -717,8 +717,8 @@ def start_session(
     today's cost) in place of the hash verified, unless another login stored its
     own meanwhile; clears the failed logins of (name, address) (the throttle's
     keys), gives back the attempt counted against the address, and records
-    login.succeeded; with ``events_before``, prunes as ``prune`` does (at the
-    caller's time), so a pruning that fails starts no session either.
+    login.succeeded; with ``events_before``, prunes (``_prune``, at the caller's
+    time), so a pruning that fails starts no session either.
     """
     with transaction(conn):
         # By public id too: an internal id can be handed out again (to the account
@@ -800,15 +800,9 @@ def end_session(conn: sqlite3.Connection, caller: Caller) -> bool:
     return ended
 
 
-def prune(conn: sqlite3.Connection, now: float, events_before: float) -> None:
-    """Delete sessions past their end (their refresh tokens, spent ones too, go with them) and audit events
-    older than ``events_before``. A login does it inside its own write (start_session), so no separate
-    job is needed."""
-    with transaction(conn):
-        _prune(conn, now, events_before)
-
-
 def _prune(conn: sqlite3.Connection, now: float, events_before: float) -> None:
+    """Inside a login's write: delete sessions past their end (their refresh tokens, spent ones
+    too, go with them) and audit events older than ``events_before``, so no separate job is needed."""
     conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
     conn.execute("DELETE FROM audit_events WHERE time < ?", (events_before,))
 

@@ -722,12 +722,6 @@ def end_session(conn: psycopg.Connection[Any], caller: Caller) -> bool:
     return ended
 
 
-@_retried
-def prune(conn: psycopg.Connection[Any], now: float, events_before: float) -> None:
-    with transaction(conn):
-        _prune(conn, now, events_before)
-
-
 def _prune(conn: psycopg.Connection[Any], now: float, events_before: float) -> None:
     conn.execute("DELETE FROM sessions WHERE expires_at <= %s", (now,))
     conn.execute("DELETE FROM audit_events WHERE time < %s", (events_before,))

@@ -355,11 +355,13 @@ def test_a_token_never_issued_in_the_session_changes_nothing(s, conn, presented)
     assert s.refresh_session(conn, "s", "sr2", "sr3", 1.5e9, None) is not None
 
 
-def test_pruning_an_expired_session_deletes_its_spent_tokens(s, conn):
+def test_a_login_prunes_expired_sessions_with_their_spent_tokens(s, conn):
     new_user(s, conn, "alice")
-    session_with_spent_tokens(s, conn, "alice", "s")
-    s.prune(conn, 2e9, 0)
-    assert count(conn, "sessions") == 0 and count(conn, "spent_refresh_tokens") == 0
+    session_with_spent_tokens(s, conn, "alice", "s")  # alice's sessions end at 2e9
+    s.create_user(conn, None, str(uuid.uuid4()), "bob", HASH, False)
+    later = store.Caller("bob-session", s.get_user_by_name(conn, "bob")["public_id"], None, 2e9)
+    assert s.start_session(conn, s.get_login(conn, "bob"), later, "bob-refresh", 3e9, events_before=0)
+    assert count(conn, "sessions") == 1 and count(conn, "spent_refresh_tokens") == 0
 
 
 def test_a_session_answers_only_for_its_own_account(s, conn):
