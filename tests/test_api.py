@@ -738,6 +738,12 @@ def test_defaults_are_those_of_api_md():
     assert (settings.pbkdf2_iterations, settings.max_body_bytes, settings.pool_size) == (600_000, 65536, 4)
 
 
+def test_the_login_window_cors_refresh_ttl_and_audit_retention_defaults_are_those_of_api_md():
+    settings = todo_wsgi.Settings.resolve(environ={})
+    assert (settings.login_window, settings.cors_origins) == (900, ())
+    assert (settings.refresh_ttl, settings.audit_retention_days) == (1_209_600, 365)
+
+
 @pytest.mark.parametrize(
     "env, value, setting, expected",
     [
@@ -746,6 +752,9 @@ def test_defaults_are_those_of_api_md():
         ("TODO_MAX_BODY_BYTES", "100", "max_body_bytes", 100),
         ("TODO_SECRET_KEY", "k" * 32, "secret_key", "k" * 32),
         ("TODO_POOL_SIZE", "3", "pool_size", 3),
+        ("TODO_LOGIN_MAX_FAILURES_PER_ADDRESS", "7", "login_max_failures_per_address", 7),
+        ("TODO_REFRESH_TTL", "3600", "refresh_ttl", 3600),
+        ("TODO_AUDIT_RETENTION_DAYS", "30", "audit_retention_days", 30),
     ],
 )
 def test_settings_are_read_from_environment_variables(make_app, monkeypatch, env, value, setting, expected):
