@@ -121,6 +121,23 @@ def test_events_come_newest_first_and_page_with_a_link(audited, admin):
     assert 'rel="next"' in first.headers["Link"] and "offset=2" in first.headers["Link"]
 
 
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=x", "limit"),
+        ("offset=-1", "offset"),
+        ("action=a&action=b", "action"),
+    ],
+)
+def test_the_audit_trail_refuses_a_bad_paging_value_naming_the_parameter(audited, admin, query, name):
+    headers = {"x-access-token": login(audited, "admin", ADMIN_PASSWORD)}
+    response = audited.get(f"/audit?{query}", headers=headers, status=400)
+    assert f"'{name}'" in response.json["message"]
+    assert set(response.json) == {"message"}
+
+
 def test_filters_combine_and_a_filter_nothing_matches_gives_an_empty_list(audited, admin, user):
     headers = {"x-access-token": login(audited, "admin", ADMIN_PASSWORD)}
     audited.put(f"/user/{user['public_id']}", headers=headers, status=200)

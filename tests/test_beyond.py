@@ -8,7 +8,7 @@ from wsgiref.validate import validator
 import pytest
 from webtest import TestApp
 
-from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login, stored_rows
 
 LAST_ADMIN = {"message": "Cannot remove the last admin!"}
 
@@ -111,6 +111,17 @@ def test_patch_user_to_a_taken_name_is_409_and_changes_nothing(client, app, admi
         "name": "alice",
         "admin": False,
     }
+
+
+@pytest.mark.parametrize("taken", ["BOB", "ｂｏｂ"], ids=["case", "full-width"])
+def test_patch_user_to_a_name_equal_to_a_taken_one_by_its_nfkc_case_fold_is_409_and_changes_nothing(
+    client, app, admin_headers, user, taken
+):
+    add_account(app, "bob", USER_PASSWORD)
+    before = stored_rows(app)
+    response = client.patch_json(f"/user/{user['public_id']}", {"name": taken}, headers=admin_headers, status=409)
+    assert response.json == {"message": "Name already taken!"}
+    assert stored_rows(app) == before
 
 
 def test_patch_user_to_its_own_name_is_fine(client, admin_headers, user):

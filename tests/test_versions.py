@@ -3,9 +3,11 @@ If-Match (412) and If-None-Match (304), RFC 9110 8.8.3 and 13.1."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, basic, login
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, basic, login, stored_rows
 
 PRECONDITION_FAILED = {"message": "Precondition failed"}
 
@@ -142,6 +144,41 @@ def test_a_rename_from_a_stale_page_is_412_and_changes_nothing(client, user, adm
     client.put(url, headers={**admin_headers, "If-Match": stale}, status=412)
     client.delete(url, headers={**admin_headers, "If-Match": stale}, status=412)
     client.delete(url, headers={**admin_headers, "If-Match": reset.headers["ETag"]}, status=200)
+
+
+def test_an_accounts_creation_and_promotion_answer_the_etag_its_url_then_answers(client, admin_headers):
+    created = client.post_json(
+        "/user", {"name": "bob", "password": "bob-password-1"}, headers=admin_headers, status=201
+    )
+    url = created.headers["Location"]
+    assert strong(created.headers["ETag"])
+    assert client.get(url, headers=admin_headers, status=200).headers["ETag"] == created.headers["ETag"]
+    promoted = client.put(url, headers=admin_headers, status=200).headers["ETag"]
+    assert promoted != created.headers["ETag"]
+    assert client.get(url, headers=admin_headers, status=200).headers["ETag"] == promoted
+
+
+def test_if_none_match_on_an_account_answers_304_with_the_etag_and_no_body(client, user, admin_headers):
+    url = f"/user/{user['public_id']}"
+    tag = client.get(url, headers=admin_headers, status=200).headers["ETag"]
+    response = client.get(url, headers={**admin_headers, "If-None-Match": tag}, status=304)
+    assert response.body == b"" and response.headers["ETag"] == tag
+    client.get(url, headers={**admin_headers, "If-None-Match": '"other"'}, status=200)
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_a_missing_account_is_404_whatever_the_conditions(client, app, admin_headers, method):
+    before = stored_rows(app)
+    for value in ("*", '"any"'):
+        response = client.request(
+            f"/user/{uuid.uuid4()}",
+            method=method,
+            body=b"{}" if method == "PATCH" else b"",
+            headers={**admin_headers, "If-Match": value, "Content-Type": "application/json"},
+            status=404,
+        )
+        assert response.json == {"message": "No user found!"}
+    assert stored_rows(app) == before
 
 
 def test_an_account_list_page_answers_a_weak_etag_and_304_on_a_match(client, admin_headers, user):
