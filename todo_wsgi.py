@@ -498,6 +498,13 @@ class Request:
                 raise HTTPError(400, f"Field '{name}' must be {TYPE_NAMES[kind]}")
         return data
 
+    def no_body(self) -> None:
+        """For a route that takes no body: none, or an empty JSON object. Any field is one the
+        route does not take (400 naming it), and a body declared otherwise is a 415, so
+        ``{"admin": false}`` sent to a promotion is refused, not ignored."""
+        if str(self.environ.get("CONTENT_LENGTH", "")).lstrip("0"):
+            self.json({})
+
 
 # What an IPv4 or IPv6 address is made of (no zone): a cheap guard, run on every request.
 _ADDRESS = re.compile(r"[0-9A-Fa-f:.]{2,45}")
@@ -1197,6 +1204,7 @@ def record_refusal(req: Request, action: str, target: str | None, by_address: in
 def logout(req: Request) -> Result:
     """End this token's session: every token issued in it stops working."""
     authenticate(req)
+    req.no_body()
     req.store.end_session(req.conn, req.caller)
     return 200, {"message": "Logged out!"}
 
@@ -1275,6 +1283,7 @@ def create_user(req: Request) -> Result:
 def promote_user(req: Request, public_id: str) -> Result:
     """Make an account an admin."""
     require_admin(req)
+    req.no_body()
     user = req.store.update_user(req.conn, req.caller, public_id, admin=True, check=precondition(req, account_tag))
     if user is None:
         raise HTTPError(404, "No user found!")
@@ -1301,6 +1310,7 @@ def patch_user(req: Request, public_id: str) -> Result:
 def delete_user(req: Request, public_id: str) -> Result:
     """Delete an account, its to-dos and its sessions; never the last admin."""
     require_admin(req)
+    req.no_body()
     if not req.store.delete_user(req.conn, req.caller, public_id, precondition(req, account_tag)):
         raise HTTPError(404, "No user found!")
     return 200, {"message": "The user has been deleted!"}
@@ -1392,6 +1402,7 @@ def create_todo(req: Request) -> Result:
 def complete_todo(req: Request, todo_id: int) -> Result:
     """Mark a to-do complete."""
     authenticate(req)
+    req.no_body()
     todo = req.store.update_todo(req.conn, req.caller, todo_id, complete=True, check=precondition(req, todo_tag))
     if todo is None:
         raise HTTPError(404, "No todo found!")
@@ -1414,6 +1425,7 @@ def patch_todo(req: Request, todo_id: int) -> Result:
 def delete_todo(req: Request, todo_id: int) -> Result:
     """Delete a to-do."""
     authenticate(req)
+    req.no_body()
     if not req.store.delete_todo(req.conn, req.caller, todo_id, precondition(req, todo_tag)):
         raise HTTPError(404, "No todo found!")
     return 200, {"message": "Todo item deleted!"}

@@ -23,6 +23,7 @@ from tests.conftest import (
     challenge,
     login,
     session_of,
+    stored_rows,
 )
 
 COULD_NOT_VERIFY = {"message": "Could not verify"}
@@ -567,6 +568,57 @@ def test_body_over_max_body_bytes_answers_413(make_app, user, user_headers):
     small.post("/todo", exactly, headers=user_headers, content_type="application/json", status=201)
     response = small.post("/todo", exactly + b" ", headers=user_headers, content_type="application/json", status=413)
     assert set(response.json) == {"message"}
+
+
+# PUT and DELETE on a to-do or an account, and POST /logout, take no body: any field is one
+# the route does not take.
+BODYLESS_WRITES = [
+    ("PUT", "/todo/{todo}", {"complete": False}, "complete"),
+    ("DELETE", "/todo/{todo}", {"id": 1}, "id"),
+    ("PUT", "/user/{user}", {"admin": False}, "admin"),
+    ("DELETE", "/user/{user}", {"public_id": "x"}, "public_id"),
+    ("POST", "/logout", {"everywhere": True}, "everywhere"),
+]
+
+
+def bodyless_write(client, admin_headers, user_headers, user, method, path):
+    """The URL and headers of a route that takes no body, on a to-do or an account that exists."""
+    todo = new_todo(client, user_headers)
+    url = path.format(todo=todo["id"], user=user["public_id"])
+    return url, (user_headers if url.startswith("/todo") else admin_headers)
+
+
+@pytest.mark.parametrize("method, path, body, field", BODYLESS_WRITES)
+def test_a_field_sent_to_a_route_that_takes_no_body_answers_400_naming_it_and_changes_nothing(
+    client, app, admin_headers, user, user_headers, method, path, body, field
+):
+    url, headers = bodyless_write(client, admin_headers, user_headers, user, method, path)
+    before = stored_rows(app)
+    response = client.request(url, method=method, body=json.dumps(body).encode(), headers=headers,
+                              content_type="application/json", status=400)  # fmt: skip
+    assert response.json == {"message": f"Field '{field}' is not accepted here"}
+    assert stored_rows(app) == before
+
+
+@pytest.mark.parametrize("method, path, body, field", BODYLESS_WRITES)
+def test_a_body_sent_to_a_route_that_takes_none_declared_other_than_json_answers_415_and_changes_nothing(
+    client, app, admin_headers, user, user_headers, method, path, body, field
+):
+    url, headers = bodyless_write(client, admin_headers, user_headers, user, method, path)
+    before = stored_rows(app)
+    response = client.request(url, method=method, body=b"complete=false", headers=headers,
+                              content_type="application/x-www-form-urlencoded", status=415)  # fmt: skip
+    assert set(response.json) == {"message"}
+    assert stored_rows(app) == before
+
+
+@pytest.mark.parametrize("method, path, body, field", BODYLESS_WRITES)
+@pytest.mark.parametrize("sent", [b"", b"{}"], ids=["no-body", "empty-object"])
+def test_a_route_that_takes_no_body_answers_no_body_or_an_empty_object_as_before(
+    client, admin_headers, user, user_headers, method, path, body, field, sent
+):
+    url, headers = bodyless_write(client, admin_headers, user_headers, user, method, path)
+    client.request(url, method=method, body=sent, headers=headers, content_type="application/json", status=200)
 
 
 # -- everything else --------------------------------------------------------------------
