@@ -239,7 +239,9 @@ class Database:
         timeouts = f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
         params["options"] = f"{params.get('options', '')} {timeouts}".strip()
         conninfo = make_conninfo("", **params)
-        # The pool's first connection opens in the background meanwhile.
+        # Opened only once the database has been checked: a pool opened before
+        # would try the same unreachable server in the background and log its
+        # own warning beside the one error line.
         self.pool = psycopg_pool.ConnectionPool(
             conninfo,
             kwargs={"autocommit": True},
@@ -247,7 +249,7 @@ class Database:
             max_size=pool_size,
             timeout=POOL_TIMEOUT,
             name="todo-wsgi",
-            open=True,
+            open=False,
         )
         # One direct connection to check and migrate: an unreachable server, a
         # wrong password or a wrong encoding stops the start at once, in
@@ -256,11 +258,10 @@ class Database:
             with psycopg.connect(conninfo, autocommit=True) as conn:
                 check_encoding(conn)
                 migrate(conn)
-        except BaseException as exc:
-            self.pool.close()
-            if isinstance(exc, psycopg.OperationalError):
-                raise RuntimeError(f"cannot use the PostgreSQL database: {exc}".strip()) from exc
-            raise
+        except psycopg.OperationalError as exc:
+            raise RuntimeError(f"cannot use the PostgreSQL database: {exc}".strip()) from exc
+        # Its first connection opens in the background.
+        self.pool.open()
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
