@@ -322,8 +322,8 @@ def json_encoder() -> Callable[[Any], str]:
     """Compact JSON, ASCII only, with no circular-reference check (a body is a tree made for it).
 
     json.JSONEncoder.encode builds CPython's C encoder anew on every call; built
-    once here it saves about 2 µs a request, which is what keeps list and get
-    within 5% of the version before ETags and sessions (README, "Performance").
+    once here it saves about 2 µs a request, which is what holds list and get at
+    their speed target (README, "Dependencies"; docs/performance.md).
     Where that C function is missing (another Python), the public encoder.
     """
     public = json.JSONEncoder(separators=(",", ":"), check_circular=False)
