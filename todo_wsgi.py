@@ -209,16 +209,6 @@ class TodoApp:
                 "as long as the hash); generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
         self.store = backend_for(settings.database)
-        self.db = self.store.open_database(settings.database, settings.pool_size)
-        with self.db.connection() as conn:
-            # Read once: a rotated key is taken up when the server next starts.
-            self.secret_key = settings.secret_key or self.store.get_or_create_secret(
-                conn, SIGNING_KEY_NAME, secrets.token_urlsafe(48)
-            )
-            # The key rotate-key replaced: a token signed with it is "revoked", not "malformed".
-            self.retired_key = (
-                None if settings.secret_key else self.store.get_secret(conn, SIGNING_KEY_NAME + ".previous")
-            )
         self.router = Router(ROUTES)
         # Parsed once to fail at start on a broken file, then served as these bytes.
         self.encode = json_encoder()
@@ -228,6 +218,21 @@ class TodoApp:
         self.stamps = Stamps()
         self.hasher = Hasher(settings.pbkdf2_iterations, HASH_SLOTS, kdf)
         self.cors_origins = frozenset(settings.cors_origins)
+        # Opened last, and closed again if the start fails after it (a PostgreSQL pool is open by then).
+        self.db = self.store.open_database(settings.database, settings.pool_size)
+        try:
+            with self.db.connection() as conn:
+                # Read once: a rotated key is taken up when the server next starts.
+                self.secret_key = settings.secret_key or self.store.get_or_create_secret(
+                    conn, SIGNING_KEY_NAME, secrets.token_urlsafe(48)
+                )
+                # The key rotate-key replaced: a token signed with it is "revoked", not "malformed".
+                self.retired_key = (
+                    None if settings.secret_key else self.store.get_secret(conn, SIGNING_KEY_NAME + ".previous")
+                )
+        except BaseException:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         """Release the database connections."""

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import signal
 import sqlite3
 import sys
@@ -442,8 +443,8 @@ def cmd_backup(app: TodoApp, args: argparse.Namespace) -> int:
         with app.db.connection() as conn:
             app.store.backup(conn, str(partial))
         os.replace(partial, target)
-    except RuntimeError as exc:  # PostgreSQL: the store says to use pg_dump (into the PATH given)
-        raise CommandError(str(exc).replace(str(partial), str(target))) from exc
+    except RuntimeError as exc:  # PostgreSQL: the store says to use pg_dump (into the PATH given, quoted for a shell)
+        raise CommandError(str(exc).replace(str(partial), shlex.quote(str(target)))) from exc
     except Exception as exc:
         if not isinstance(exc, OSError) and not app.store.unavailable(exc):
             raise

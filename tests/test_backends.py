@@ -103,3 +103,33 @@ def test_a_signed_token_whose_public_id_holds_nul_is_invalid(client, app, path):
     token = todo_wsgi.issue_token(app, "abc\x00def", "session\x00id", app.clock())
     response = client.get(path, headers={"x-access-token": token}, status=401)
     assert response.json == {"message": "Token is invalid!"}
+
+
+@pytest.mark.parametrize("step", ["get_or_create_secret", "load_web_files"])
+def test_an_app_that_fails_to_start_leaves_no_database_open(database, monkeypatch, step):
+    # On PostgreSQL an open Database is a pool (a connection, worker threads): a start that
+    # fails after opening it (the key's read refused, the browser client's files unreadable)
+    # must not leave it behind in a process that goes on (a test run, a command that reports it).
+    backend = todo_wsgi.backend_for(database)
+    opened: list[object] = []
+    closed: list[object] = []
+    real_init, real_close = backend.Database.__init__, backend.Database.close
+
+    def init(db: object, *args: object) -> None:
+        real_init(db, *args)
+        opened.append(db)
+
+    def close(db: object) -> None:
+        closed.append(db)
+        real_close(db)
+
+    def fail(*args: object) -> None:
+        raise OSError(f"{step} failed")
+
+    monkeypatch.setattr(backend.Database, "__init__", init)
+    monkeypatch.setattr(backend.Database, "close", close)
+    monkeypatch.setattr(backend if step == "get_or_create_secret" else todo_wsgi, step, fail)
+    with pytest.raises(OSError, match=f"{step} failed"):
+        todo_wsgi.create_app(database=database, pbkdf2_iterations=1000, web_client=True)
+    assert closed == opened
+    assert all(db.pool.closed for db in opened if database.startswith("postgresql"))  # type: ignore[attr-defined]

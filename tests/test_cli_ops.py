@@ -375,3 +375,21 @@ def test_rotate_key_and_unlock_are_recorded_in_the_audit_trail_as_the_operators(
         ["key.rotated", "cli", "-"],
         ["account.unlocked", "cli", alice["public_id"]],
     ]
+
+
+def test_backup_on_postgresql_suggests_a_pg_dump_line_that_writes_to_the_path_given_as_typed(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp, tmp_path: Path
+) -> None:
+    # A path with a space or a quote in it: the suggested line, pasted into a shell, must
+    # still write to exactly that path (not to its first word, nor to PATH.partial).
+    if not database.startswith("postgresql"):
+        pytest.skip("PostgreSQL only; SQLite's backup is tested above")
+    import shlex
+
+    target = tmp_path / "my backups" / "it's; here.db"
+    target.parent.mkdir()
+    result = run_command(database, "backup", str(target))
+    assert result.returncode == 1
+    suggested = result.stderr[result.stderr.index("pg_dump ") : result.stderr.index(" (restore with")]
+    assert shlex.split(suggested) == ["pg_dump", "--format=custom", f"--file={target}", "$TODO_DATABASE"]
+    assert not target.exists()
