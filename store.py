@@ -800,11 +800,23 @@ def end_session(conn: sqlite3.Connection, caller: Caller) -> bool:
     return ended
 
 
+# What one login prunes of each table at the most: a login adds one session and an event or
+# two, so a backlog (after audit_retention_days is lowered, or a long quiet spell) drains over
+# the next logins, and no login's write grows long enough to time out.
+PRUNE_BATCH = 1000
+
+
 def _prune(conn: sqlite3.Connection, now: float, events_before: float) -> None:
-    """Inside a login's write: delete sessions past their end (their refresh tokens, spent ones
-    too, go with them) and audit events older than ``events_before``, so no separate job is needed."""
-    conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-    conn.execute("DELETE FROM audit_events WHERE time < ?", (events_before,))
+    """Inside a login's write: delete up to PRUNE_BATCH sessions past their end (their refresh
+    tokens, spent ones too, go with them) and as many audit events older than ``events_before``,
+    the oldest first, so no separate job is needed."""
+    conn.execute(
+        "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expires_at <= ? LIMIT ?)", (now, PRUNE_BATCH)
+    )
+    conn.execute(
+        "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE time < ? ORDER BY time LIMIT ?)",
+        (events_before, PRUNE_BATCH),
+    )
 
 
 # -- the audit trail --------------------------------------------------------------

@@ -41,6 +41,7 @@ from store import (
     KEYS_PER_OWNER,
     MAX_ID,
     NUMBERED,
+    PRUNE_BATCH,
     SELECT_ACCOUNT,
     Caller,
     KeyReused,
@@ -724,8 +725,14 @@ def end_session(conn: psycopg.Connection[Any], caller: Caller) -> bool:
 
 
 def _prune(conn: psycopg.Connection[Any], now: float, events_before: float) -> None:
-    conn.execute("DELETE FROM sessions WHERE expires_at <= %s", (now,))
-    conn.execute("DELETE FROM audit_events WHERE time < %s", (events_before,))
+    conn.execute(
+        "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expires_at <= %s LIMIT %s)",
+        (now, PRUNE_BATCH),
+    )
+    conn.execute(
+        "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE time < %s ORDER BY time LIMIT %s)",
+        (events_before, PRUNE_BATCH),
+    )
 
 
 # -- the audit trail --------------------------------------------------------------

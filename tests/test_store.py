@@ -364,6 +364,28 @@ def test_a_login_prunes_expired_sessions_with_their_spent_tokens(s, conn):
     assert count(conn, "sessions") == 1 and count(conn, "spent_refresh_tokens") == 0
 
 
+def test_a_login_prunes_at_most_a_batch_of_each_table_the_oldest_events_first(s, conn, monkeypatch):
+    monkeypatch.setattr(s, "PRUNE_BATCH", 2)
+    for name in ("alice", "carol", "dave"):
+        new_user(s, conn, name)  # a session each, ending at 2e9
+    for moment in (5.0, 1.0, 4.0, 2.0, 3.0):
+        s.record_event(conn, store.Caller("", "", None, moment), "login.failed", None)
+    s.create_user(conn, None, str(uuid.uuid4()), "bob", HASH, False)
+    bob = s.get_user_by_name(conn, "bob")["public_id"]
+
+    def login(n):
+        caller = store.Caller(f"bob-{n}", bob, None, 2e9)
+        return s.start_session(conn, s.get_login(conn, "bob"), caller, f"r{n}", 3e9, events_before=100)
+
+    def old_events():
+        return [moment for (moment,) in conn.execute("SELECT time FROM audit_events WHERE time < 100 ORDER BY time")]
+
+    assert login(1)
+    assert count(conn, "sessions") == 2 and old_events() == [3.0, 4.0, 5.0]  # one expired session left, bob's
+    assert login(2)
+    assert count(conn, "sessions") == 2 and old_events() == [5.0]  # bob's two
+
+
 def test_a_session_answers_only_for_its_own_account(s, conn):
     alice = new_user(s, conn, "alice")
     bob = new_user(s, conn, "bob")
