@@ -230,11 +230,14 @@ def path_for(round: dict[str, Any], pattern: str, world: dict[str, Any]) -> str:
 
 
 def replenish(world: dict[str, Any]) -> None:
-    """Undo what earlier rounds did to the cast: alice exists, the admin is one, both own to-dos."""
+    """Undo what earlier rounds did to the cast: alice and the admin exist (an admin may delete
+    itself once alice was promoted), the admin is one, both own to-dos."""
     app = world["app"]
     with app.db.connection() as conn:
         if app.store.get_user(conn, world["user"]["public_id"]) is None:
             world["user"] = add_account(app, f"alice-{uuid.uuid4().hex[:8]}", "alice-password-1")
+        if app.store.get_user(conn, world["admin"]["public_id"]) is None:
+            world["admin"] = add_account(app, f"admin-{uuid.uuid4().hex[:8]}", "admin-password-1", admin=True)
         app.store.update_user(conn, None, world["admin"]["public_id"], admin=True)
         for who in ("admin", "user"):
             owner_id = app.store.get_user(conn, world[who]["public_id"])["id"]
