@@ -1344,7 +1344,11 @@ def change_my_password(req: Request) -> Result:
         now = req.app.clock()
         by_address = check_throttle(req, name, address, now)
         login_row = req.store.get_login(req.conn, account["name"])
-        stored = login_row["password_hash"] if login_row else hasher.dummy_hash
+        if login_row is None or login_row["public_id"] != account["public_id"]:
+            # Renamed or deleted since authenticate() read it: the old password is
+            # never checked against whichever account holds the name now.
+            raise HTTPError(409, "The account changed meanwhile; try again")
+        stored = login_row["password_hash"]
         if not hasher.verify(data["old_password"], stored):
             record_refusal(req, "login.failed", account["public_id"], by_address, now)
             raise HTTPError(403, "Wrong password!")

@@ -152,6 +152,29 @@ def test_a_login_of_an_account_deleted_while_it_hashes_never_opens_the_account_c
     assert stored_rows(app)["sessions"] == before["sessions"]
 
 
+def test_a_password_change_whose_name_went_to_another_account_meanwhile_is_409_and_checks_no_other_password(
+    app, client, admin_headers, user, user_headers, monkeypatch
+):
+    bob = add_account(app, "bob", "bob-password-1")
+    count_attempt = app.store.count_login_attempt
+
+    def rename_then_count(*args: Any) -> Any:
+        # While alice's request waits for its hashing slot, an admin renames her and gives bob her name.
+        monkeypatch.setattr(app.store, "count_login_attempt", count_attempt)
+        client.patch_json(f"/user/{user['public_id']}", {"name": "alice-2"}, headers=admin_headers, status=200)
+        client.patch_json(f"/user/{bob['public_id']}", {"name": "alice"}, headers=admin_headers, status=200)
+        return count_attempt(*args)
+
+    monkeypatch.setattr(app.store, "count_login_attempt", rename_then_count)
+    change = {"old_password": USER_PASSWORD, "new_password": ATTACKER_PASSWORD}
+    response = client.put_json("/me/password", change, headers=user_headers, status=409)
+    assert response.json["message"] == "The account changed meanwhile; try again"
+    events = [event[3] for event in stored_rows(app)["audit_events"]]
+    assert "login.failed" not in events and "account.password_changed" not in events
+    client.post("/login", headers=basic("alice-2", USER_PASSWORD), status=200)
+    client.post("/login", headers=basic("alice", "bob-password-1"), status=200)
+
+
 def test_an_admin_reset_during_the_attackers_password_change_leaves_the_admins_password(
     app, client, admin_headers, user, user_headers, gated
 ):
