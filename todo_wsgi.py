@@ -344,11 +344,15 @@ def json_encoder() -> Callable[[Any], str]:
 
 def refusal(refused: store.Refused) -> tuple[int, Body, list[tuple[str, str]]]:
     """The answer to a write the store refused (each refusal type has one)."""
-    if isinstance(refused, (store.SessionEnded, store.SessionEnding)):
-        error = token_refused("revoked" if isinstance(refused, store.SessionEnded) else "expired")
+    why = TOKEN_REFUSALS.get(type(refused))
+    if why is not None:  # the caller's session: answered as a refused token
+        error = token_refused(why)
         return error.status, {"message": error.message}, error.headers
     status, message = REFUSALS[type(refused)]
     return status, {"message": message}, []
+
+
+TOKEN_REFUSALS = MappingProxyType({store.SessionEnded: "revoked", store.SessionEnding: "expired"})
 
 
 REFUSALS = MappingProxyType(
