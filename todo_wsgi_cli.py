@@ -13,6 +13,7 @@ naming the cause and the file or address concerned, and a non-zero exit
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import errno
@@ -25,6 +26,7 @@ import shlex
 import signal
 import sqlite3
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
@@ -512,11 +514,72 @@ def cmd_copy_to(app: TodoApp, args: argparse.Namespace) -> int:
 LOG_FORMAT = "%(levelname)s:%(name)s:%(message)s"
 
 
+class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that formats and writes its lines in batches, on a thread of its own:
+    the one way ``serve`` takes the access line off the request's thread.
+
+    A write per line is a system call per request, and on one CPU (as ``make run``
+    serves) each lets the server's other threads in mid-request. Here a request only
+    appends its record; the handler's thread formats and writes what waits every
+    ``interval`` seconds in one call, and the request's own thread does so at once when
+    ``batch`` records wait or for a record above INFO (a warning or a traceback comes
+    with every line before it, in order). ``close()`` (``serve`` on stopping,
+    ``logging.shutdown`` at exit) writes what is left and stops the thread.
+    """
+
+    def __init__(self, stream: Any = None, interval: float = 0.2, batch: int = 512) -> None:
+        super().__init__(stream)
+        self.batch = batch
+        self._pending: collections.deque[logging.LogRecord] = collections.deque()  # append, popleft: thread-safe
+        self._writing = threading.Lock()  # one batch at a time, so lines keep their order
+        self._stopping = threading.Event()  # not _closed: logging.Handler uses that name
+        self._writer = threading.Thread(target=self._write_every, args=(interval,), name="log-writer", daemon=True)
+        self._writer.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue the record; write the batch now if it is full or the record is above INFO."""
+        self._pending.append(record)
+        if record.levelno > logging.INFO or len(self._pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Format the waiting records and write their lines in one call, then flush the stream."""
+        with self._writing:
+            lines, last = [], None
+            while self._pending:
+                last = self._pending.popleft()
+                try:
+                    lines.append(self.format(last) + self.terminator)
+                except Exception:
+                    self.handleError(last)
+            try:
+                if lines:
+                    self.stream.write("".join(lines))
+                if self.stream and hasattr(self.stream, "flush"):
+                    self.stream.flush()
+            except Exception:
+                # As StreamHandler.emit: logging's own report (on standard error), never the caller's failure.
+                self.handleError(last or logging.makeLogRecord({"msg": "(flushing the log)"}))
+
+    def _write_every(self, interval: float) -> None:
+        while not self._stopping.wait(interval):
+            self.flush()
+
+    def close(self) -> None:
+        """Write what is left and stop the writing thread (again: nothing happens)."""
+        self._stopping.set()
+        try:
+            self.flush()
+        finally:
+            super().close()
+
+
 def configure_logging(stream: Any = None, database: str = "") -> logging.Handler:
-    """Log INFO and above to ``stream`` (standard error), as waitress-serve does; return the handler.
+    """Log INFO and above to ``stream`` (standard error), in waitress-serve's format, in batches
+    (``BatchingHandler``); return the handler, which the caller closes when done.
 
     No line shows a password of the ``database`` URL, a traceback's included."""
-    handler = logging.StreamHandler(stream)
+    handler = BatchingHandler(stream)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(Redacting(database))
     root = logging.getLogger()

@@ -17,7 +17,10 @@ of requests/s, p50 and p99 latency (wrk's), and each revision's requests/s
 as a fraction of the first revision's (median of the per-round ratios).
 
 Servers log as ``waitress-serve`` makes them (``logging.basicConfig()``: the
-access log on standard error), here to a file each. ``--pin last`` starts
+access log on standard error), here to a file each. ``--serve make-run``
+serves each revision instead by its own ``python -m todo_wsgi serve`` (what
+its ``make run`` runs), with the logging set-up that revision ships for it,
+so the run compares the revisions as an operator serves them. ``--pin last`` starts
 every server under ``taskset -c <last CPU>`` and runs wrk on the other CPUs;
 ``--pin both`` measures unpinned, then pinned (fresh servers and databases
 each time). ``--inprocess`` also times the WSGI callable of each revision
@@ -27,10 +30,12 @@ to the first revision (median of the per-run ratios; above 1 is slower).
 
     .venv/bin/python bench/compare_revisions.py BEFORE_REV AFTER_REV [MORE_REV ...]
         [--rounds 7] [--seconds 3] [--threads 4] [--connections 8] [--wrk-threads 1]
-        [--pin none|last|both] [--inprocess] [--no-http] [--iterations 600000]
+        [--pin none|last|both] [--serve waitress-serve|make-run] [--inprocess] [--no-http]
+        [--iterations 600000]
 
     e.g. .venv/bin/python bench/compare_revisions.py HEAD~3 HEAD --pin both --inprocess
          .venv/bin/python bench/compare_revisions.py HEAD worktree     # uncommitted edits against HEAD
+         .venv/bin/python bench/compare_revisions.py 43409c0 HEAD --pin last --serve make-run
 
 Needs wrk (Debian/Ubuntu: apt-get install wrk) unless --no-http; exits 2 with
 that hint if missing. Imports nothing of todo_wsgi itself.
@@ -52,6 +57,7 @@ import common
 import revserve
 
 SCENARIOS = ("list", "get")
+SERVED_BY = {"waitress-serve": "waitress-serve", "make-run": "each revision's python -m todo_wsgi serve"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--pin", choices=("none", "last", "both"), default="none")
+    parser.add_argument(
+        "--serve",
+        choices=revserve.SERVE_WAYS,
+        default="waitress-serve",
+        help="one waitress-serve line for all, or each revision's own python -m todo_wsgi serve (as make run)",
+    )
     parser.add_argument("--inprocess", action="store_true", help="also time the WSGI callable in-process")
     parser.add_argument("--no-http", action="store_true", help="no wrk runs (with --inprocess)")
     parser.add_argument("--iterations", type=int, default=common.LOGIN_ITERATIONS, help="TODO_PBKDF2_ITERATIONS")
@@ -86,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         names = revserve.labels(revisions)
         wrk = "no HTTP runs" if args.no_http else f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.seconds:g}s"
         print(
-            f"compare_revisions, {common.machine()}; waitress-serve --threads={args.threads}; "
+            f"compare_revisions, {common.machine()}; {SERVED_BY[args.serve]} --threads={args.threads}; "
             f"{wrk}; {args.rounds} alternated rounds"
         )
         for name, rev in zip(names, revisions, strict=True):
@@ -119,7 +131,7 @@ def start(
         env = revserve.environment(rev, revserve.settings(database, args.iterations))
         revserve.create_admin(rev, env, database)
         server = stack.enter_context(
-            revserve.Server(rev, env, args.threads, os.path.join(workdir, f"rev{i}.log"), server_cpus)
+            revserve.Server(rev, env, args.threads, os.path.join(workdir, f"rev{i}.log"), server_cpus, args.serve)
         )
         servers.append(server)
         seeded.append(revserve.seed(server.port))

@@ -134,26 +134,45 @@ def waitress_command() -> list[str]:
     return [script] if os.path.exists(script) else [sys.executable, "-m", "waitress"]
 
 
+# How a revision is served: the same waitress-serve line for every revision, or each
+# revision's own ``python -m todo_wsgi serve`` (what its ``make run`` runs, with the
+# logging set-up that revision ships for it).
+SERVE_WAYS = ("waitress-serve", "make-run")
+
+
 class Server:
-    """``waitress-serve --call todo_wsgi:create_app`` of one revision, stopped on leaving the block.
+    """One revision served until the block is left: ``waitress-serve --call todo_wsgi:create_app``,
+    or with ``serve="make-run"`` the revision's own ``python -m todo_wsgi serve``.
 
     Its standard output and error (waitress's and the app's logging, the
     access log among them) go to ``log_path``. With ``cpus`` it runs under
-    ``taskset -c``.
+    ``taskset -c`` (as ``make run`` pins it).
     """
 
     def __init__(
-        self, rev: Revision, env: dict[str, str], threads: int, log_path: str, cpus: set[int] | None = None
+        self,
+        rev: Revision,
+        env: dict[str, str],
+        threads: int,
+        log_path: str,
+        cpus: set[int] | None = None,
+        serve: str = "waitress-serve",
     ) -> None:
+        if serve not in SERVE_WAYS:
+            raise ValueError(f"serve must be one of {SERVE_WAYS}, not {serve!r}")
         self.rev, self.env, self.threads, self.log_path, self.cpus = rev, env, threads, log_path, cpus
+        self.serve = serve
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
     def __enter__(self) -> Server:
         for attempt in range(3):  # the port is chosen before waitress binds it: another may take it first
             self.port = free_port()
-            command = [*waitress_command(), f"--listen=127.0.0.1:{self.port}", f"--threads={self.threads}"]
-            command += ["--call", "todo_wsgi:create_app"]
+            listen = [f"--listen=127.0.0.1:{self.port}", f"--threads={self.threads}"]
+            if self.serve == "make-run":
+                command = [sys.executable, "-m", "todo_wsgi", "serve", *listen]
+            else:
+                command = [*waitress_command(), *listen, "--call", "todo_wsgi:create_app"]
             if self.cpus is not None:
                 command = ["taskset", "-c", ",".join(map(str, sorted(self.cpus))), *command]
             with open(self.log_path, "ab") as log:

@@ -39,3 +39,23 @@ def test_compare_in_process_serves_each_revision_its_own_code(capsys, monkeypatc
     assert "/rev0-" in out and str(Path(revserve.REPO) / "todo_wsgi.py") in out
     rows = [line for line in out.splitlines() if line.startswith(("| list |", "| get |"))]
     assert len(rows) == 4 and all(line.endswith("x |") for line in rows)
+
+
+@pytest.mark.skipif(not (Path(revserve.REPO) / ".git").exists(), reason="not a git checkout")
+def test_make_run_serves_a_revision_by_its_own_serve_command_and_its_logging(tmp_path):
+    rev = revserve.Revision(revserve.WORKTREE, "working tree", revserve.REPO)
+    database = str(tmp_path / "todo.db")
+    env = revserve.environment(rev, revserve.settings(database, 1000))
+    revserve.create_admin(rev, env, database)
+    log = tmp_path / "server.log"
+    with revserve.Server(rev, env, 2, str(log), serve="make-run") as server:
+        assert server.proc is not None and server.proc.args[1:4] == ["-m", "todo_wsgi", "serve"]
+        seeded = revserve.seed(server.port)
+        assert len(seeded.todo_ids) == 3
+    # Stopped by SIGTERM: serve wrote its batched access lines before it exited.
+    assert "INFO:todo_wsgi.access:" in log.read_text()
+
+
+def test_an_unknown_way_to_serve_is_refused():
+    with pytest.raises(ValueError, match="serve must be one of"):
+        revserve.Server(revserve.Revision("x", "x", "/x"), {}, 1, "/dev/null", serve="gunicorn")
