@@ -520,17 +520,20 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     A write per line is a system call per request, and on one CPU (as ``make run``
     serves) each lets the server's other threads in mid-request. Here a request only
-    appends its record; the handler's thread formats and writes what waits every
+    queues its record, or under ``serve`` its finished access line (``line_writer``: no
+    record made at all); the handler's thread formats and writes what waits every
     ``interval`` seconds in one call, and the request's own thread does so at once when
-    ``batch`` records wait or for a record above INFO (a warning or a traceback comes
+    ``batch`` entries wait or for a record above INFO (a warning or a traceback comes
     with every line before it, in order). ``close()`` (``serve`` on stopping,
     ``logging.shutdown`` at exit) writes what is left and stops the thread.
     """
 
     def __init__(self, stream: Any = None, interval: float = 0.2, batch: int = 512) -> None:
         super().__init__(stream)
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
         self.batch = batch
-        self._pending: collections.deque[logging.LogRecord] = collections.deque()  # append, popleft: thread-safe
+        # Records, and finished lines: appends and the writer's pops need no lock.
+        self._pending: collections.deque[logging.LogRecord | str] = collections.deque()
         self._writing = threading.Lock()  # one batch at a time, so lines keep their order
         self._stopping = threading.Event()  # not _closed: logging.Handler uses that name
         self._writer = threading.Thread(target=self._write_every, args=(interval,), name="log-writer", daemon=True)
@@ -542,16 +545,35 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if record.levelno > logging.INFO or len(self._pending) >= self.batch:
             self.flush()
 
+    def line_writer(self, logger: logging.Logger) -> Callable[[str], None]:
+        """A function that queues a message as this handler would write an INFO record of
+        ``logger`` with it (LOG_FORMAT), without making the record: the app's
+        ``write_access_line`` under ``serve``. Whether to write one is still the logger's
+        level to decide (the app asks it); its filters and other handlers are not consulted."""
+        prefix = f"INFO:{logger.name}:"
+        pending, batch = self._pending, self.batch
+
+        def write(message: str) -> None:
+            pending.append(prefix + message + self.terminator)
+            if len(pending) >= batch:
+                self.flush()
+
+        return write
+
     def flush(self) -> None:
         """Format the waiting records and write their lines in one call, then flush the stream."""
         with self._writing:
             lines, last = [], None
             while self._pending:
-                last = self._pending.popleft()
+                entry = self._pending.popleft()
+                if isinstance(entry, str):  # a line line_writer queued, finished
+                    lines.append(entry)
+                    continue
+                last = entry
                 try:
-                    lines.append(self.format(last) + self.terminator)
+                    lines.append(self.format(entry) + self.terminator)
                 except Exception:
-                    self.handleError(last)
+                    self.handleError(entry)
             try:
                 if lines:
                     self.stream.write("".join(lines))
@@ -574,13 +596,12 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().close()
 
 
-def configure_logging(stream: Any = None, database: str = "") -> logging.Handler:
+def configure_logging(stream: Any = None, database: str = "") -> BatchingHandler:
     """Log INFO and above to ``stream`` (standard error), in waitress-serve's format, in batches
     (``BatchingHandler``); return the handler, which the caller closes when done.
 
     No line shows a password of the ``database`` URL, a traceback's included."""
     handler = BatchingHandler(stream)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(Redacting(database))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -627,6 +648,7 @@ def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
         headers = os.environ.get("TODO_TRUSTED_PROXY_HEADERS", "x-forwarded-for")
         proxy_settings = {"trusted_proxy": proxy, "trusted_proxy_headers": headers}
     handler = configure_logging(database=app.settings.database)
+    app.write_access_line = handler.line_writer(app.access_log)
     # SIGTERM stops waitress as Ctrl-C does (its run() catches SystemExit).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:

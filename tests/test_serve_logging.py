@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from webtest import TestApp
 
 from todo_wsgi_cli import LOG_FORMAT, BatchingHandler
 
@@ -39,7 +40,6 @@ def handler_for():
 
     def make(stream: Recording, interval: float = 3600, batch: int = 512) -> BatchingHandler:
         handler = BatchingHandler(stream, interval=interval, batch=batch)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
         made.append(handler)
         return handler
 
@@ -152,3 +152,83 @@ def test_a_stream_that_fails_is_reported_and_the_next_batch_is_written(handler_f
     handler.handle(record("written"))
     wait_for(lambda: stream.writes)
     assert stream.lines == ["INFO:todo_wsgi.access:written"]
+
+
+def test_a_line_writer_queues_the_line_the_handler_would_write_for_its_loggers_info_record(handler_for):
+    stream = Recording()
+    handler = handler_for(stream)
+    logger = logging.getLogger("todo_wsgi.access")
+    handler.line_writer(logger)("2026-12-06T12:00:00.000Z 127.0.0.1 GET /todo 200 0.3ms -")
+    handler.flush()
+    made = logging.LogRecord(
+        logger.name, logging.INFO, __file__, 0, "2026-12-06T12:00:00.000Z 127.0.0.1 GET /todo 200 0.3ms -", (), None
+    )
+    assert stream.writes == [logging.Formatter(LOG_FORMAT).format(made) + "\n"]
+
+
+def test_lines_and_records_come_out_in_the_order_they_were_queued(handler_for):
+    stream = Recording()
+    handler = handler_for(stream)
+    write = handler.line_writer(logging.getLogger("todo_wsgi.access"))
+    write("first")
+    handler.handle(record("second"))
+    write("third")
+    handler.handle(record("fourth", logging.ERROR))
+    assert [line.rpartition(":")[2] for line in stream.lines] == ["first", "second", "third", "fourth"]
+
+
+def test_a_full_batch_of_lines_is_written_at_once(handler_for):
+    stream = Recording()
+    handler = handler_for(stream, batch=2)
+    write = handler.line_writer(logging.getLogger("todo_wsgi.access"))
+    write("one")
+    assert stream.writes == []
+    write("two")
+    assert len(stream.lines) == 2
+
+
+def test_under_serves_writer_the_access_loggers_level_still_decides_whether_a_line_is_made(make_app, handler_for):
+    app = make_app()
+    stream = Recording()
+    handler = handler_for(stream)
+    app.write_access_line = handler.line_writer(app.access_log)
+    client = TestApp(app)
+    client.get("/healthz")
+    handler.flush()
+    assert [line.split(" ")[2:5] for line in stream.lines] == [["GET", "/healthz", "200"]]
+    level = app.access_log.level
+    app.access_log.setLevel(logging.WARNING)
+    try:
+        client.get("/healthz")
+    finally:
+        app.access_log.setLevel(level)
+    handler.flush()
+    assert len(stream.lines) == 1
+
+
+def test_serve_hands_each_access_line_to_its_handler_without_making_a_record(tmp_path, monkeypatch, capsys):
+    import waitress
+
+    import todo_wsgi_cli
+
+    seen: list[logging.LogRecord] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    watcher = Seen()
+
+    def fake_serve(app, **kwargs):  # one request, then "stopped"
+        logging.getLogger("todo_wsgi.access").addHandler(watcher)
+        try:
+            TestApp(app).get("/healthz")
+        finally:
+            logging.getLogger("todo_wsgi.access").removeHandler(watcher)
+
+    monkeypatch.setattr(waitress, "serve", fake_serve)
+    monkeypatch.setenv("TODO_PBKDF2_ITERATIONS", "1000")
+    assert todo_wsgi_cli.main(["--database", str(tmp_path / "todo.db"), "serve", "--listen", "127.0.0.1:0"]) == 0
+    assert seen == []  # no record went through the access logger
+    written = [line for line in capsys.readouterr().err.splitlines() if line.startswith("INFO:todo_wsgi.access:")]
+    assert [line.split(" ")[2:5] for line in written] == [["GET", "/healthz", "200"]]
