@@ -596,9 +596,10 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().close()
 
 
-def configure_logging(stream: Any = None, database: str = "") -> BatchingHandler:
+def configure_logging(stream: Any = None, database: str = "", app: TodoApp | None = None) -> BatchingHandler:
     """Log INFO and above to ``stream`` (standard error), in waitress-serve's format, in batches
-    (``BatchingHandler``); return the handler, which the caller closes when done.
+    (``BatchingHandler``); return the handler, which the caller closes when done. With ``app``,
+    its access lines go straight to the handler's queue (``line_writer``), as ``serve`` has them.
 
     No line shows a password of the ``database`` URL, a traceback's included."""
     handler = BatchingHandler(stream)
@@ -606,6 +607,8 @@ def configure_logging(stream: Any = None, database: str = "") -> BatchingHandler
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    if app is not None:
+        app.write_access_line = handler.line_writer(app.access_log)
     return handler
 
 
@@ -647,8 +650,7 @@ def cmd_serve(app: TodoApp, args: argparse.Namespace) -> int:
     if proxy:
         headers = os.environ.get("TODO_TRUSTED_PROXY_HEADERS", "x-forwarded-for")
         proxy_settings = {"trusted_proxy": proxy, "trusted_proxy_headers": headers}
-    handler = configure_logging(database=app.settings.database)
-    app.write_access_line = handler.line_writer(app.access_log)
+    handler = configure_logging(database=app.settings.database, app=app)
     # SIGTERM stops waitress as Ctrl-C does (its run() catches SystemExit).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:

@@ -136,7 +136,7 @@ class AccessLogToFile:
 
     def __enter__(self) -> AccessLogToFile:
         self.stream = open(self.path, "a")
-        self.handler = todo_wsgi_cli.configure_logging(self.stream)
+        self.handler = todo_wsgi_cli.configure_logging(self.stream, app=self.app)
         return self
 
     def timed(self, run: Callable[[int], None]) -> Callable[[int], None]:
@@ -146,6 +146,7 @@ class AccessLogToFile:
     def __exit__(self, *exc: object) -> None:
         logging.getLogger().removeHandler(self.handler)
         self.handler.close()
+        self.app.write_access_line = self.app.log_access_line
         self.stream.close()
 
 

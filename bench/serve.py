@@ -44,7 +44,6 @@ def main() -> int:
         os.sched_setaffinity(0, {args.cpu})
     import todo_wsgi_cli
 
-    handler = todo_wsgi_cli.configure_logging()  # as python -m todo_wsgi serve does
     if args.no_access_log:
         logging.getLogger("todo_wsgi.access").setLevel(logging.WARNING)
     # waitress warns "Task queue depth is N" each time a request waits for a
@@ -65,6 +64,8 @@ def main() -> int:
             if args.app == "ceiling"
             else ceiling.make_floor(os.environ["TODO_DATABASE"], args.public_id, body, args.access_log)
         )
+    # As python -m todo_wsgi serve logs (todo-wsgi's access lines straight to the handler's queue).
+    handler = todo_wsgi_cli.configure_logging(app=app if isinstance(app, todo_wsgi.TodoApp) else None)
     server = waitress.create_server(
         app,
         host="127.0.0.1",
