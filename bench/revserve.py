@@ -157,11 +157,14 @@ class Server:
         log_path: str,
         cpus: set[int] | None = None,
         serve: str = "waitress-serve",
+        wrapper: tuple[str, ...] = (),
+        start_seconds: float = 60,
     ) -> None:
         if serve not in SERVE_WAYS:
             raise ValueError(f"serve must be one of {SERVE_WAYS}, not {serve!r}")
         self.rev, self.env, self.threads, self.log_path, self.cpus = rev, env, threads, log_path, cpus
         self.serve = serve
+        self.wrapper, self.start_seconds = wrapper, start_seconds  # e.g. valgrind, which starts slowly
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -173,12 +176,13 @@ class Server:
                 command = [sys.executable, "-m", "todo_wsgi", "serve", *listen]
             else:
                 command = [*waitress_command(), *listen, "--call", "todo_wsgi:create_app"]
+            command = [*self.wrapper, *command]
             if self.cpus is not None:
                 command = ["taskset", "-c", ",".join(map(str, sorted(self.cpus))), *command]
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(command, cwd=self.rev.path, env=self.env, stdout=log, stderr=log)
             try:
-                wait_for_port(self.port, self.proc, 60)
+                wait_for_port(self.port, self.proc, self.start_seconds)
                 return self
             except RuntimeError:
                 self.stop()

@@ -1,4 +1,5 @@
-"""bench/compare_revisions.py and bench/login_flood.py: the parts that need no wrk."""
+"""bench/compare_revisions.py, bench/login_flood.py and bench/instructions.py: the parts that need
+neither wrk nor valgrind."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import compare_revisions
+import instructions
 import login_flood
 import revserve
 
@@ -59,3 +61,23 @@ def test_make_run_serves_a_revision_by_its_own_serve_command_and_its_logging(tmp
 def test_an_unknown_way_to_serve_is_refused():
     with pytest.raises(ValueError, match="serve must be one of"):
         revserve.Server(revserve.Revision("x", "x", "/x"), {}, 1, "/dev/null", serve="gunicorn")
+
+
+def test_instructions_per_request_are_the_difference_of_two_runs_over_the_difference_of_their_requests():
+    assert instructions.per_request((300, 1_000_000), (1300, 3_500_000)) == 2500.0
+
+
+def test_a_callgrind_total_is_read_from_its_totals_or_summary_line(tmp_path):
+    out = tmp_path / "callgrind.out"
+    out.write_text("# callgrind format\nevents: Ir\nfn=main\n1 5\ntotals: 123456\n")
+    assert instructions.callgrind_total(str(out)) == 123456
+    out.write_text("events: Ir\nsummary: 99\n")
+    assert instructions.callgrind_total(str(out)) == 99
+    out.write_text("events: Ir\n")
+    with pytest.raises(ValueError, match="no totals line"):
+        instructions.callgrind_total(str(out))
+
+
+def test_instructions_refuses_a_longer_run_no_longer_than_the_shorter():
+    with pytest.raises(SystemExit):
+        instructions.parse_args(["HEAD", "--few", "300", "--many", "300"])
