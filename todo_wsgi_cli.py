@@ -155,14 +155,18 @@ class Redacting(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.passwords:  # a SQLite path, a URL without a password: nothing to hide
             return True
-        record.msg, record.args = _hide(record.getMessage(), self.passwords), ()
+        record.msg, record.args = self.hide(record.getMessage()), ()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = _hide(record.exc_text, self.passwords)
+            record.exc_text = self.hide(record.exc_text)
         if record.stack_info:
-            record.stack_info = _hide(record.stack_info, self.passwords)
+            record.stack_info = self.hide(record.stack_info)
         return True
+
+    def hide(self, text: str) -> str:
+        """``text`` with each password replaced by ``***``."""
+        return _hide(text, self.passwords)
 
 
 @contextlib.contextmanager
@@ -515,80 +519,91 @@ LOG_FORMAT = "%(levelname)s:%(name)s:%(message)s"
 
 
 class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that formats and writes its lines in batches, on a thread of its own:
-    the one way ``serve`` takes the access line off the request's thread.
+    """A stream handler that writes its lines in batches, from a thread of its own: the one
+    way ``serve`` takes the access line's write off the request's thread.
 
     A write per line is a system call per request, and on one CPU (as ``make run``
     serves) each lets the server's other threads in mid-request. Here a request only
-    queues its record, or under ``serve`` its finished access line (``line_writer``: no
-    record made at all); the handler's thread formats and writes what waits every
-    ``interval`` seconds in one call, and the request's own thread does so at once when
-    ``batch`` entries wait or for a record above INFO (a warning or a traceback comes
-    with every line before it, in order). ``close()`` (``serve`` on stopping,
-    ``logging.shutdown`` at exit) writes what is left and stops the thread.
+    queues a finished line: a record's, formatted on the thread that logged it (so a
+    value that changes later, or a formatting that logs, behaves as with any handler),
+    or under ``serve`` the app's access line itself (``line_writer``: no record made at
+    all). The handler's thread writes what waits every ``interval`` seconds in one call;
+    the logging thread does so at once when ``batch`` lines wait or for a record above
+    INFO (a warning or a traceback comes with every line before it, in order).
+    ``close()`` (``serve`` on stopping, ``logging.shutdown`` at exit) writes what is left;
+    from then on each line is written as it comes.
     """
 
     def __init__(self, stream: Any = None, interval: float = 0.2, batch: int = 512) -> None:
         super().__init__(stream)
         self.setFormatter(logging.Formatter(LOG_FORMAT))
         self.batch = batch
-        # Records, and finished lines: appends and the writer's pops need no lock.
-        self._pending: collections.deque[logging.LogRecord | str] = collections.deque()
+        self._pending: collections.deque[str] = collections.deque()  # append, popleft: thread-safe
         self._writing = threading.Lock()  # one batch at a time, so lines keep their order
         self._stopping = threading.Event()  # not _closed: logging.Handler uses that name
         self._writer = threading.Thread(target=self._write_every, args=(interval,), name="log-writer", daemon=True)
         self._writer.start()
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue the record; write the batch now if it is full or the record is above INFO."""
-        self._pending.append(record)
-        if record.levelno > logging.INFO or len(self._pending) >= self.batch:
-            self.flush()
+        """Queue the record's line; write the batch now if the record is above INFO or the batch is full."""
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._queue(line, now=record.levelno > logging.INFO)
 
     def line_writer(self, logger: logging.Logger) -> Callable[[str], None]:
         """A function that queues a message as this handler would write an INFO record of
-        ``logger`` with it (LOG_FORMAT), without making the record: the app's
-        ``write_access_line`` under ``serve``. Whether to write one is still the logger's
-        level to decide (the app asks it); its filters and other handlers are not consulted."""
-        prefix = f"INFO:{logger.name}:"
-        pending, batch = self._pending, self.batch
+        ``logger`` with it, without making the record: the app's ``write_access_line`` under
+        ``serve``. Whether to write one is still the logger's level to decide (the app asks
+        it); of the filters, the handler's ``Redacting`` ones apply (the logger's own and
+        other handlers are not consulted). The handler's format must not show a time."""
+        if self.formatter is not None and self.formatter.usesTime():
+            raise ValueError("line_writer needs a format without a time: each line would carry the same one")
+        mark = "\x00"
+        head, _, tail = self.format(logging.LogRecord(logger.name, logging.INFO, "", 0, mark, (), None)).partition(mark)
+        tail += self.terminator
+        hiders = [rule.hide for rule in self.filters if isinstance(rule, Redacting) and rule.passwords]
 
         def write(message: str) -> None:
-            pending.append(prefix + message + self.terminator)
-            if len(pending) >= batch:
-                self.flush()
+            for hide in hiders:  # none with SQLite or a URL without a password
+                message = hide(message)
+            self._queue(head + message + tail)
 
         return write
 
+    def _queue(self, line: str, now: bool = False) -> None:
+        self._pending.append(line)
+        if now or len(self._pending) >= self.batch or self._stopping.is_set():
+            self.flush()
+
     def flush(self) -> None:
-        """Format the waiting records and write their lines in one call, then flush the stream."""
+        """Write the waiting lines in one call, then flush the stream."""
         with self._writing:
-            lines, last = [], None
+            lines = []
             while self._pending:
-                entry = self._pending.popleft()
-                if isinstance(entry, str):  # a line line_writer queued, finished
-                    lines.append(entry)
-                    continue
-                last = entry
-                try:
-                    lines.append(self.format(entry) + self.terminator)
-                except Exception:
-                    self.handleError(entry)
+                lines.append(self._pending.popleft())
+            if not lines:
+                return
             try:
-                if lines:
-                    self.stream.write("".join(lines))
-                if self.stream and hasattr(self.stream, "flush"):
+                self.stream.write("".join(lines))
+                if hasattr(self.stream, "flush"):
                     self.stream.flush()
             except Exception:
-                # As StreamHandler.emit: logging's own report (on standard error), never the caller's failure.
-                self.handleError(last or logging.makeLogRecord({"msg": "(flushing the log)"}))
+                # As StreamHandler.emit: logging's own report on standard error, never the caller's failure.
+                self.handleError(logging.makeLogRecord({"msg": f"(writing {len(lines)} log lines)"}))
+            except BaseException:
+                # Interrupted (SIGTERM's SystemExit, Ctrl-C on the main thread): the lines wait for close().
+                self._pending.extendleft(reversed(lines))
+                raise
 
     def _write_every(self, interval: float) -> None:
         while not self._stopping.wait(interval):
             self.flush()
 
     def close(self) -> None:
-        """Write what is left and stop the writing thread (again: nothing happens)."""
+        """Write what is left, stop the writing thread, and write each later line as it comes."""
         self._stopping.set()
         try:
             self.flush()

@@ -4,6 +4,7 @@ thread, every line exactly once and in order, warnings at once, nothing left beh
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 
@@ -65,9 +66,10 @@ def test_an_info_line_is_not_written_by_the_request_that_logs_it(handler_for):
 
 def test_the_handlers_thread_writes_the_waiting_lines_in_one_call_in_order(handler_for):
     stream = Recording()
-    handler = handler_for(stream, interval=0.05)
-    for n in range(3):
-        handler.handle(record(f"line {n}"))
+    handler = handler_for(stream, interval=0.01)
+    with handler._writing:  # the thread waits while the lines are queued
+        for n in range(3):
+            handler.handle(record(f"line {n}"))
     wait_for(lambda: stream.writes)
     assert stream.writes == ["".join(f"INFO:todo_wsgi.access:line {n}\n" for n in range(3))]
 
@@ -111,10 +113,17 @@ def test_a_record_that_cannot_be_formatted_is_reported_and_the_others_are_writte
     assert "not a number" in capsys.readouterr().err  # logging's handleError: the bad record on stderr
 
 
-def test_lines_logged_by_many_threads_while_batches_are_written_are_each_written_once(handler_for):
-    stream = Recording()
+def test_lines_logged_by_many_threads_while_batches_are_written_are_each_written_once_in_order(handler_for):
+    class Slow(Recording):
+        """Each write takes a while, so two batches written at once would interleave."""
+
+        def write(self, text: str) -> None:
+            time.sleep(random.uniform(0, 0.002))
+            super().write(text)
+
+    stream = Slow()
     handler = handler_for(stream, interval=0.001, batch=7)
-    threads, per_thread = 8, 500
+    threads, per_thread = 8, 300
     start = threading.Barrier(threads)
 
     def log(t: int) -> None:
@@ -232,3 +241,89 @@ def test_serve_hands_each_access_line_to_its_handler_without_making_a_record(tmp
     assert seen == []  # no record went through the access logger
     written = [line for line in capsys.readouterr().err.splitlines() if line.startswith("INFO:todo_wsgi.access:")]
     assert [line.split(" ")[2:5] for line in written] == [["GET", "/healthz", "200"]]
+
+
+def test_a_line_writer_hides_the_database_password_as_the_handlers_filter_does(handler_for):
+    from todo_wsgi_cli import Redacting
+
+    stream = Recording()
+    handler = handler_for(stream)
+    handler.addFilter(Redacting("postgresql://todo:s3cretpw@db.example/todo"))
+    handler.line_writer(logging.getLogger("todo_wsgi.access"))("127.0.0.1 GET /x/s3cretpw 404")
+    handler.handle(record("also %s", args=("s3cretpw",)))
+    handler.flush()
+    assert stream.lines == ["INFO:todo_wsgi.access:127.0.0.1 GET /x/*** 404", "INFO:todo_wsgi.access:also ***"]
+
+
+def test_a_line_writer_is_refused_for_a_format_with_a_time(handler_for):
+    handler = handler_for(Recording())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    with pytest.raises(ValueError, match="without a time"):
+        handler.line_writer(logging.getLogger("todo_wsgi.access"))
+
+
+def test_a_record_is_written_as_it_was_when_logged(handler_for):
+    stream = Recording()
+    handler = handler_for(stream)
+    names = ["alice"]
+    handler.handle(record("users: %s", args=(names,)))
+    names.append("bob")
+    handler.flush()
+    assert stream.lines == ["INFO:todo_wsgi.access:users: ['alice']"]
+
+
+def test_a_value_that_logs_while_it_is_formatted_does_not_block_the_handler(handler_for):
+    stream = Recording()
+    handler = handler_for(stream)
+
+    class Noisy:
+        def __str__(self) -> str:
+            handler.handle(record("formatting a value", logging.WARNING))
+            return "noisy"
+
+    done = threading.Event()
+
+    def log() -> None:
+        handler.handle(record("value %s", logging.WARNING, (Noisy(),)))
+        done.set()
+
+    threading.Thread(target=log, daemon=True).start()
+    assert done.wait(10), "the handler blocked"
+    assert stream.lines == ["WARNING:todo_wsgi.access:formatting a value", "WARNING:todo_wsgi.access:value noisy"]
+
+
+def test_a_write_interrupted_by_a_stop_keeps_its_lines_for_close(handler_for):
+    class Interrupted(Recording):
+        interrupt = True
+
+        def write(self, text: str) -> None:
+            if self.interrupt:
+                self.interrupt = False
+                raise KeyboardInterrupt
+            super().write(text)
+
+    stream = Interrupted()
+    handler = handler_for(stream)
+    handler.handle(record("first"))
+    with pytest.raises(KeyboardInterrupt):
+        handler.handle(record("stopping", logging.WARNING))
+    handler.close()
+    assert stream.lines == ["INFO:todo_wsgi.access:first", "WARNING:todo_wsgi.access:stopping"]
+
+
+def test_after_close_each_line_is_written_as_it_comes(handler_for):
+    stream = Recording()
+    handler = handler_for(stream)
+    handler.close()
+    handler.line_writer(logging.getLogger("todo_wsgi.access"))("late")
+    handler.handle(record("later"))
+    assert stream.lines == ["INFO:todo_wsgi.access:late", "INFO:todo_wsgi.access:later"]
+
+
+def test_a_closed_stream_is_not_reported_again_while_nothing_waits(handler_for, capsys):
+    stream = Recording()
+    handler = handler_for(stream, interval=0.01)
+    handler.flush()
+    stream.flush = None  # type: ignore[assignment,method-assign]  # calling it would fail
+    time.sleep(0.1)  # ten ticks of the thread with nothing to write
+    assert "Logging error" not in capsys.readouterr().err
