@@ -12,7 +12,10 @@ the admin by ``python -m todo_wsgi --database DB create-user admin --admin``
 request answered 200 or the run fails. Every round runs each scenario
 against every server in turn, a different server first each round, so drift
 on a shared machine hits all alike; after a warm-up run per server and
-scenario, unreported. Reported as a markdown table: medians over the rounds
+scenario, unreported. ``--restart`` starts every server afresh (a new process on its
+database, warmed up again) before each round: one process's memory layout and hash seed
+can move its requests/s by a few %, and a run that keeps its servers measures that one
+launch of each revision as often as it has rounds. Reported as a markdown table: medians over the rounds
 of requests/s, p50 and p99 latency (wrk's), and each revision's requests/s
 as a fraction of the first revision's (median of the per-round ratios).
 
@@ -30,7 +33,7 @@ to the first revision (median of the per-run ratios; above 1 is slower).
 
     .venv/bin/python bench/compare_revisions.py BEFORE_REV AFTER_REV [MORE_REV ...]
         [--rounds 7] [--seconds 3] [--threads 4] [--connections 8] [--wrk-threads 1]
-        [--pin none|last|both] [--serve waitress-serve|make-run] [--inprocess] [--no-http]
+        [--pin none|last|both] [--serve waitress-serve|make-run] [--restart] [--inprocess] [--no-http]
         [--iterations 600000]
 
     e.g. .venv/bin/python bench/compare_revisions.py HEAD~3 HEAD --pin both --inprocess
@@ -75,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="waitress-serve",
         help="one waitress-serve line for all, or each revision's own python -m todo_wsgi serve (as make run)",
     )
+    parser.add_argument("--restart", action="store_true", help="a fresh server process per revision each round")
     parser.add_argument("--inprocess", action="store_true", help="also time the WSGI callable in-process")
     parser.add_argument("--no-http", action="store_true", help="no wrk runs (with --inprocess)")
     parser.add_argument("--iterations", type=int, default=common.LOGIN_ITERATIONS, help="TODO_PBKDF2_ITERATIONS")
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         wrk = "no HTTP runs" if args.no_http else f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.seconds:g}s"
         print(
             f"compare_revisions, {common.machine()}; {SERVED_BY[args.serve]} --threads={args.threads}; "
-            f"{wrk}; {args.rounds} alternated rounds"
+            f"{wrk}; {args.rounds} alternated rounds" + (", each on freshly started servers" if args.restart else "")
         )
         for name, rev in zip(names, revisions, strict=True):
             env = revserve.environment(rev, {})
@@ -154,31 +158,41 @@ def http_rounds(
         raise SystemExit("--pin last needs two CPUs: one for the servers, the others for wrk")
     scripts: dict[tuple[str, int], str] = {}
     for i, seed in enumerate(seeded):
-        for scenario in (
+        for case in (
             common.Scenario("list", "GET", "/todo", seed.reader_token),
             common.Scenario("get", "GET", f"/todo/{seed.todo_ids[1]}", seed.reader_token),
         ):
-            scripts[scenario.name, i] = common.wrk_script(scenario, os.path.join(tmp, f"{scenario.name}-{i}.lua"))
+            scripts[case.name, i] = common.wrk_script(case, os.path.join(tmp, f"{case.name}-{i}.lua"))
 
     def wrk(i: int, scenario: str, seconds: float) -> common.WrkResult:
         return common.run_wrk(
             servers[i].url, scripts[scenario, i], args.wrk_threads, args.connections, seconds, 5, wrk_cpus
         )
 
-    for scenario in SCENARIOS:  # warm-up, unreported
-        for i in range(len(servers)):
-            wrk(i, scenario, min(1.0, args.seconds))
+    def warm_up() -> None:  # unreported
+        for scenario in SCENARIOS:
+            for i in range(len(servers)):
+                wrk(i, scenario, min(1.0, args.seconds))
+
+    warm_up()
     results: dict[tuple[str, int], list[common.WrkResult]] = {}
     ratios: dict[tuple[str, int], list[float]] = {}
     order = list(range(len(servers)))
     for round_no in range(args.rounds):
         shift = round_no % len(order)
+        if args.restart and round_no > 0:
+            for server in servers:
+                server.restart()
+            warm_up()
         for scenario in SCENARIOS:
             got = {i: wrk(i, scenario, args.seconds) for i in order[shift:] + order[:shift]}
             for i in order:
                 results.setdefault((scenario, i), []).append(got[i])
                 ratios.setdefault((scenario, i), []).append(got[i].rps / got[0].rps)
-        print(f"  {mode}: round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+        this_round = "; ".join(
+            f"{scenario} " + " ".join(f"{ratios[scenario, i][-1]:.2f}" for i in order[1:]) for scenario in SCENARIOS
+        )
+        print(f"  {mode}: round {round_no + 1}/{args.rounds} done ({this_round})", file=sys.stderr, flush=True)
 
     if mode == "last":
         where = f"pinned: servers on CPU {max(cpus)} (taskset), wrk on CPU {','.join(map(str, sorted(wrk_cpus or ())))}"

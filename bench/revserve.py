@@ -193,6 +193,12 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def restart(self) -> None:
+        """Stop the process and start a new one on the same database (and a new port): a fresh
+        memory layout and hash seed, which alone move a Python server's requests/s by a few %."""
+        self.stop()
+        self.__enter__()
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"

@@ -60,6 +60,23 @@ def test_make_run_serves_a_revision_by_its_own_serve_command_and_its_logging(tmp
     assert lines[-1].split(" ")[2:5] == ["GET", "/todo", "200"]
 
 
+@pytest.mark.skipif(not (Path(revserve.REPO) / ".git").exists(), reason="not a git checkout")
+def test_a_restarted_server_is_a_new_process_on_the_same_database(tmp_path):
+    rev = revserve.Revision(revserve.WORKTREE, "working tree", revserve.REPO)
+    database = str(tmp_path / "todo.db")
+    env = revserve.environment(rev, revserve.settings(database, 1000))
+    revserve.create_admin(rev, env, database)
+    with revserve.Server(rev, env, 2, str(tmp_path / "server.log")) as server:
+        seeded = revserve.seed(server.port)
+        first = server.proc
+        server.restart()
+        assert first is not None and first.poll() is not None  # the first process ended
+        assert server.proc is not first and server.proc is not None and server.proc.poll() is None
+        # The seeded token and to-dos still answer: same database, same signing key.
+        status, body = revserve.request(server.port, "GET", f"/todo/{seeded.todo_ids[0]}", token=seeded.reader_token)
+        assert status == 200 and body["todo"]["id"] == seeded.todo_ids[0]
+
+
 def test_an_unknown_way_to_serve_is_refused():
     with pytest.raises(ValueError, match="serve must be one of"):
         revserve.Server(revserve.Revision("x", "x", "/x"), {}, 1, "/dev/null", serve="gunicorn")
