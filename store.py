@@ -421,8 +421,9 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def ping(conn: sqlite3.Connection) -> None:
-    """Raise if the database does not answer a trivial query."""
+def ping(conn: Any) -> None:
+    """Raise if the database does not answer a trivial query (the same on both backends:
+    ``store_pg`` imports it, so ``conn`` is either's connection)."""
     conn.execute("SELECT 1 FROM users LIMIT 1").fetchall()
 
 

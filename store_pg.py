@@ -59,6 +59,7 @@ from store import (
     event_from_row,
     name_key,
     name_keys,
+    ping,
     present_account,
     todo_from_row,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "SessionEnded",
     "SessionEnding",
     "TooManyTodos",
+    "ping",
 ]
 
 BACKEND = "postgresql"
@@ -354,10 +356,6 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:
     return int(_one(conn.execute("SELECT version FROM schema_version"))[0])
-
-
-def ping(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("SELECT 1 FROM users LIMIT 1").fetchall()
 
 
 def integrity_errors(conn: psycopg.Connection[Any]) -> list[str]:
