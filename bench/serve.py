@@ -76,7 +76,7 @@ def main() -> int:
         channel_timeout=30,
         max_request_header_size=16384,
         max_request_body_size=65536 + 1024,
-        ident="todo-wsgi-bench",
+        ident=None,
     )
     print(f"PORT {server.effective_port}", flush=True)  # type: ignore[union-attr]
     try:

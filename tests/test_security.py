@@ -369,6 +369,19 @@ def test_served_body_over_the_limit_is_refused_before_it_is_sent(live):
     assert server.raw(head) == 413
 
 
+def test_served_answers_name_no_server_software(live):
+    server = live()
+    conn = server.connect()
+    try:
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    assert response.status == 200 and response.getheader("Server") is None
+    assert response.getheader("Date")  # RFC 9110 6.6.1: an origin server with a clock sends one
+
+
 def test_served_headers_over_16_kib_are_refused(live):
     server = live()
     head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n"
