@@ -13,9 +13,10 @@ request answered 200 or the run fails. Every round runs each scenario
 against every server in turn, a different server first each round, so drift
 on a shared machine hits all alike; after a warm-up run per server and
 scenario, unreported. ``--restart`` starts every server afresh (a new process on its
-database, warmed up again) before each round: one process's memory layout and hash seed
-can move its requests/s by a few %, and a run that keeps its servers measures that one
-launch of each revision as often as it has rounds. Reported as a markdown table: medians over the rounds
+database, warmed up again) before each round: a Python process's speed depends on its
+address-space layout and hash seed, which is why pyperf spreads a benchmark over many
+processes, and a run that keeps its servers measures one launch of each revision as often
+as it has rounds. Reported as a markdown table: medians over the rounds
 of requests/s, p50 and p99 latency (wrk's), and each revision's requests/s
 as a fraction of the first revision's (median of the per-round ratios).
 

@@ -194,8 +194,8 @@ class Server:
         self.stop()
 
     def restart(self) -> None:
-        """Stop the process and start a new one on the same database (and a new port): a fresh
-        memory layout and hash seed, which alone move a Python server's requests/s by a few %."""
+        """Stop the process and start a new one on the same database (and a new port), with
+        a memory layout and hash seed of its own."""
         self.stop()
         self.__enter__()
 
