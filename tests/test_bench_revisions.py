@@ -43,12 +43,19 @@ def test_compare_in_process_serves_each_revision_its_own_code(capsys, monkeypatc
     assert len(rows) == 4 and all(line.endswith("x |") for line in rows)
 
 
-@pytest.mark.skipif(not (Path(revserve.REPO) / ".git").exists(), reason="not a git checkout")
-def test_make_run_serves_a_revision_by_its_own_serve_command_and_its_logging(tmp_path):
+@pytest.fixture
+def worktree(tmp_path):
+    """This working tree as a revision, with the settings of a database that holds its admin."""
     rev = revserve.Revision(revserve.WORKTREE, "working tree", revserve.REPO)
     database = str(tmp_path / "todo.db")
     env = revserve.environment(rev, revserve.settings(database, 1000))
     revserve.create_admin(rev, env, database)
+    return rev, env
+
+
+@pytest.mark.skipif(not (Path(revserve.REPO) / ".git").exists(), reason="not a git checkout")
+def test_make_run_serves_a_revision_by_its_own_serve_command_and_its_logging(tmp_path, worktree):
+    rev, env = worktree
     log = tmp_path / "server.log"
     with revserve.Server(rev, env, 2, str(log), serve="make-run") as server:
         assert server.proc is not None and server.proc.args[1:4] == ["-m", "todo_wsgi", "serve"]
@@ -61,11 +68,8 @@ def test_make_run_serves_a_revision_by_its_own_serve_command_and_its_logging(tmp
 
 
 @pytest.mark.skipif(not (Path(revserve.REPO) / ".git").exists(), reason="not a git checkout")
-def test_a_restarted_server_is_a_new_process_on_the_same_database(tmp_path):
-    rev = revserve.Revision(revserve.WORKTREE, "working tree", revserve.REPO)
-    database = str(tmp_path / "todo.db")
-    env = revserve.environment(rev, revserve.settings(database, 1000))
-    revserve.create_admin(rev, env, database)
+def test_a_restarted_server_is_a_new_process_on_the_same_database(tmp_path, worktree):
+    rev, env = worktree
     with revserve.Server(rev, env, 2, str(tmp_path / "server.log")) as server:
         seeded = revserve.seed(server.port)
         first = server.proc
