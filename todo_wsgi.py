@@ -532,6 +532,14 @@ def client_address(environ: Environ) -> str | None:
     return address if address and _ADDRESS.fullmatch(address) else None
 
 
+def throttle_name(name: str) -> str:
+    """A login name as login throttling counts it: its NFC form, since login finds an account
+    by the name given or its NFC form (so the failures of every spelling that reaches one
+    account are that name's), and at most 100 characters: no real name is longer, and a
+    client must not grow the table by sending huge names."""
+    return unicodedata.normalize("NFC", name)[:100]
+
+
 def throttle_key(address: str) -> str:
     """A client address as login throttling counts it: IPv6 by its /64 network."""
     try:
@@ -1075,9 +1083,7 @@ def login(req: Request) -> Result:
     if credentials is None:
         raise could_not_verify()  # at once, without hashing
     name, password = credentials
-    # Keyed on at most 100 characters: no real name is longer, and a client
-    # must not be able to grow the table by sending huge names.
-    name_key, address = name[:100], req.address
+    name_key, address = throttle_name(name), req.address
     # Refused before it may even wait for a hashing slot: a client past its limit
     # must not keep others' logins from hashing. A read first, so a login within its
     # limits is counted once, below. One throttled by its name's count is counted and
@@ -1349,7 +1355,7 @@ def change_my_password(req: Request) -> Result:
     _check(password_problem(data["new_password"], "new_password"))
     if not _encodable(data["old_password"]):
         raise HTTPError(400, "Field 'old_password' must be valid Unicode")
-    hasher, name, address = req.app.hasher, account["name"][:100], req.address
+    hasher, name, address = req.app.hasher, throttle_name(account["name"]), req.address
     with hasher.slot(SIGNED_IN_HASH_WAIT):
         now = req.app.clock()
         by_address = check_throttle(req, name, address, now)

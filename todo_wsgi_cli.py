@@ -48,6 +48,7 @@ from todo_wsgi import (
     password_problem,
     path_for_log,
     throttle_key,
+    throttle_name,
 )
 
 
@@ -430,7 +431,8 @@ def cmd_unlock(app: TodoApp, args: argparse.Namespace) -> int:
     with app.db.connection() as conn:
         account = app.store.get_user_by_name(conn, args.name) if args.name is not None else None
         target = account["public_id"] if account is not None else None
-        count = app.store.forget_login_failures(conn, name=args.name, address=address, target=target)
+        name = throttle_name(args.name) if args.name is not None else None
+        count = app.store.forget_login_failures(conn, name=name, address=address, target=target)
     whom = " from ".join(
         part for part in (args.name and repr(args.name), args.address and f"address {args.address}") if part
     )

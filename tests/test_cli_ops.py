@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from wsgiref.validate import validator
@@ -239,6 +240,16 @@ def test_unlock_clears_the_login_throttle_of_a_name_an_address_or_both(
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith(f": {cleared} throttle record(s) cleared\n")
     assert throttled(app) == left
+
+
+def test_unlock_clears_a_name_however_it_is_spelled(
+    run_command: RunCommand, database: str, app: todo_wsgi.TodoApp
+) -> None:
+    # Login counts a name by its NFC form; unlock given another spelling clears that count.
+    failures(app, ("ren\u00e9e", "10.0.0.1"))
+    result = run_command(database, "unlock", unicodedata.normalize("NFD", "ren\u00e9e"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(": 1 throttle record(s) cleared\n")
 
 
 def test_unlock_lets_a_locked_out_account_log_in_again(

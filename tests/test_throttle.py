@@ -7,6 +7,7 @@ REMOTE_ADDR, set per request through WebTest's ``extra_environ``.
 
 from __future__ import annotations
 
+import unicodedata
 from wsgiref.validate import validator
 
 import pytest
@@ -57,6 +58,19 @@ def test_count_is_per_name_and_address_pair(client, user, admin):
     # The same name from another address, another name from the same address.
     attempt(client, "alice", USER_PASSWORD, THERE, status=200)
     attempt(client, "admin", ADMIN_PASSWORD, HERE, status=200)
+
+
+def test_every_spelling_of_a_name_that_reaches_its_account_counts_as_that_name(app, client):
+    # Login finds an account by the name given or its NFC form: a decomposed spelling must
+    # not open a fresh count of guesses against the same account.
+    composed = "ren\u00e9e"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert decomposed != composed
+    add_account(app, composed, USER_PASSWORD)
+    fail(client, composed, 3)
+    fail(client, decomposed, 2)
+    assert_throttled(attempt(client, decomposed, USER_PASSWORD, status=429), 900)
+    assert_throttled(attempt(client, composed, USER_PASSWORD, status=429), 900)
 
 
 def test_forwarding_headers_do_not_change_the_address(client, user):
