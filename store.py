@@ -717,7 +717,8 @@ def start_session(
     refresh token (its hash) and ``stronger_hash`` (the same password at
     today's cost) in place of the hash verified, unless another login stored its
     own meanwhile; clears the failed logins of (name, address) (the throttle's
-    keys), gives back the attempt counted against the address, and records
+    keys), gives back the attempt counted against the address, ends the account's
+    oldest sessions past SESSIONS_PER_ACCOUNT, and records
     login.succeeded; with ``events_before``, prunes (``_prune``, at the caller's
     time), so a pruning that fails starts no session either.
     """
@@ -733,6 +734,11 @@ def start_session(
         conn.execute(
             "INSERT INTO sessions (id, user_id, expires_at, refresh_hash) VALUES (?, ?, ?, ?)",
             (caller.session_id, verified["id"], expires_at, refresh_hash),
+        )
+        conn.execute(
+            "DELETE FROM sessions WHERE user_id = ? AND id <> ? AND id NOT IN"
+            " (SELECT id FROM sessions WHERE user_id = ? AND id <> ? ORDER BY expires_at DESC LIMIT ?)",
+            (verified["id"], caller.session_id, verified["id"], caller.session_id, SESSIONS_PER_ACCOUNT - 1),
         )
         if stronger_hash is not None and row[0] == verified["password_hash"]:
             conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (stronger_hash, verified["id"]))
@@ -751,6 +757,7 @@ def refresh_session(
     now: float,
     address: str | None,
     lasting_until: float = 0.0,
+    max_rotations: int = 0,
 ) -> tuple[dict[str, Any], float] | None:
     """Spend the session's refresh token (by its hash) for its successor, in one transaction.
 
@@ -763,7 +770,10 @@ def refresh_session(
     included, and session.revoked is recorded. Any other token (one never
     issued, such as the session's id and a made-up secret: the id is in every
     access token) is None and changes nothing. Of two refreshes of one token
-    at once, the second finds it spent (compare and swap).
+    at once, the second finds it spent (compare and swap). With ``max_rotations``,
+    a session that has spent as many tokens is refreshed no more (None, nothing
+    changed; its replays still end it): one client refreshing in a loop cannot
+    grow the spent tokens past that.
     """
     with transaction(conn):
         row = conn.execute(
@@ -775,7 +785,9 @@ def refresh_session(
             return None
         account = present_account(row[1:])
         rotated = conn.execute(
-            "UPDATE sessions SET refresh_hash = ? WHERE id = ? AND refresh_hash = ?", (new_hash, session_id, spent_hash)
+            "UPDATE sessions SET refresh_hash = ? WHERE id = ? AND refresh_hash = ?"
+            " AND (? = 0 OR (SELECT count(*) FROM spent_refresh_tokens WHERE session_id = ?) < ?)",
+            (new_hash, session_id, spent_hash, max_rotations, session_id, max_rotations),
         ).rowcount
         if not rotated:
             spent = conn.execute(
@@ -800,6 +812,11 @@ def end_session(conn: sqlite3.Connection, caller: Caller) -> bool:
             _record(conn, caller, "logout", caller.public_id)
     return ended
 
+
+# The live sessions one account may hold: a login past it ends the account's oldest (a
+# device long unused), so one client's logins cannot grow the sessions and their spent
+# refresh tokens without bound.
+SESSIONS_PER_ACCOUNT = 100
 
 # What one login prunes of each table at the most: a login adds one session and an event or
 # two, so a backlog (after audit_retention_days is lowered, or a long quiet spell) drains over

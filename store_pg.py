@@ -43,6 +43,7 @@ from store import (
     NUMBERED,
     PRUNE_BATCH,
     SELECT_ACCOUNT,
+    SESSIONS_PER_ACCOUNT,
     Caller,
     KeyReused,
     LastAdmin,
@@ -663,6 +664,11 @@ def start_session(
             "INSERT INTO sessions (id, user_id, expires_at, refresh_hash) VALUES (%s, %s, %s, %s)",
             (caller.session_id, verified["id"], expires_at, refresh_hash),
         )
+        conn.execute(
+            "DELETE FROM sessions WHERE user_id = %s AND id <> %s AND id NOT IN"
+            " (SELECT id FROM sessions WHERE user_id = %s AND id <> %s ORDER BY expires_at DESC LIMIT %s)",
+            (verified["id"], caller.session_id, verified["id"], caller.session_id, SESSIONS_PER_ACCOUNT - 1),
+        )
         if stronger_hash is not None and row[0] == verified["password_hash"]:
             conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (stronger_hash, verified["id"]))
         _forgive_attempt(conn, name, address)
@@ -681,6 +687,7 @@ def refresh_session(
     now: float,
     address: str | None,
     lasting_until: float = 0.0,
+    max_rotations: int = 0,
 ) -> tuple[dict[str, Any], float] | None:
     """As store.refresh_session; the session's row is read FOR UPDATE, so a logout or a
     password change deleting it either commits first (no session: None) or waits for
@@ -695,8 +702,9 @@ def refresh_session(
             return None
         account = present_account(row[1:])
         rotated = conn.execute(
-            "UPDATE sessions SET refresh_hash = %s WHERE id = %s AND refresh_hash = %s",
-            (new_hash, session_id, spent_hash),
+            "UPDATE sessions SET refresh_hash = %s WHERE id = %s AND refresh_hash = %s"
+            " AND (%s = 0 OR (SELECT count(*) FROM spent_refresh_tokens WHERE session_id = %s) < %s)",
+            (new_hash, session_id, spent_hash, max_rotations, session_id, max_rotations),
         ).rowcount
         if not rotated:
             spent = conn.execute(

@@ -1157,6 +1157,14 @@ def new_refresh_token(session_id: str) -> str:
     return f"{session_id}.{secrets.token_urlsafe(32)}"
 
 
+def max_rotations(settings: Settings) -> int:
+    """How many refresh tokens one session may spend: twice as many as a client refreshing
+    only when its access token expires needs over the session's life (1,344 by default).
+    Past it the session is refreshed no more and its client signs in again, so a client
+    refreshing in a loop cannot grow the spent tokens, kept to catch replays, without bound."""
+    return 2 * math.ceil(settings.refresh_ttl / settings.token_ttl)
+
+
 def refresh(req: Request) -> Result:
     """Spend a refresh token for a new access token and its successor (rotation, RFC 9700 4.14.2).
 
@@ -1173,7 +1181,14 @@ def refresh(req: Request) -> Result:
         successor = new_refresh_token(session_id)
         # Tokens' times are whole seconds: a session must last past this one.
         found = req.store.refresh_session(
-            req.conn, digest(session_id), digest(spent), digest(successor), now, req.client, int(now) + 1
+            req.conn,
+            digest(session_id),
+            digest(spent),
+            digest(successor),
+            now,
+            req.client,
+            int(now) + 1,
+            max_rotations=max_rotations(req.app.settings),
         )
     if found is None:
         raise token_refused("revoked")

@@ -336,9 +336,9 @@ def test_two_refreshes_of_one_token_at_once_one_succeeds_and_the_other_ends_the_
     barrier = threading.Barrier(2, timeout=10)
     real = app.store.refresh_session
 
-    def refresh_together(*args: Any) -> Any:
+    def refresh_together(*args: Any, **kwargs: Any) -> Any:
         barrier.wait()
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(app.store, "refresh_session", refresh_together)
     answers: list[tuple[int, Any]] = []
@@ -371,10 +371,10 @@ def test_a_refresh_racing_a_logout_or_password_change_yields_no_working_token(li
     arrived, go_on = threading.Event(), threading.Event()
     real = app.store.refresh_session
 
-    def refresh_when_told(*args: Any) -> Any:
+    def refresh_when_told(*args: Any, **kwargs: Any) -> Any:
         arrived.set()
         assert go_on.wait(10)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(app.store, "refresh_session", refresh_when_told)
     answer: list[tuple[int, Any]] = []
@@ -404,3 +404,51 @@ def test_an_admins_session_survives_refreshes_with_its_rights_read_fresh(client,
     pair = log_in(client, "admin", ADMIN_PASSWORD)
     pair = refresh(client, pair["refresh_token"]).json
     client.get("/user", headers=bearer(pair), status=200)
+
+
+# -- bounded cost: a refresh loop, a login flood ----------------------------------
+
+
+def test_a_session_spends_at_most_twice_the_refresh_tokens_its_lifetime_needs(make_app, clock):
+    from wsgiref.validate import validator
+
+    from webtest import TestApp
+
+    from tests.conftest import add_account
+
+    # 2 x 120 s / 60 s: four refreshes, then the loop is refused and grows nothing.
+    app = make_app(token_ttl=60, refresh_ttl=120)
+    client = TestApp(validator(app))
+    add_account(app, "alice", USER_PASSWORD)
+    pair = log_in(client)
+    spent = [pair]
+    for _ in range(4):
+        spent.append(refresh(client, spent[-1]["refresh_token"]).json)
+    before = stored_rows(app)
+    response = refresh(client, spent[-1]["refresh_token"], status=401)
+    assert response.headers["WWW-Authenticate"] == challenge("revoked")
+    assert stored_rows(app) == before
+    # The session lives on to its end: its last access token works, and a replay still ends it.
+    client.get("/me", headers=bearer(spent[-1]), status=200)
+    refresh(client, spent[0]["refresh_token"], status=401)
+    client.get("/me", headers=bearer(spent[-1]), status=401)
+
+
+def test_a_login_past_the_accounts_session_limit_ends_its_oldest_session(app, client, user, clock, monkeypatch):
+    import store
+
+    monkeypatch.setattr(store, "SESSIONS_PER_ACCOUNT", 3)
+    if app.store is not store:
+        monkeypatch.setattr(app.store, "SESSIONS_PER_ACCOUNT", 3)
+    pairs = []
+    for _ in range(4):
+        pairs.append(log_in(client))
+        clock.advance(1)
+    # The oldest ended with every token of it; the three newest live.
+    client.get("/me", headers=bearer(pairs[0]), status=401)
+    refresh(client, pairs[0]["refresh_token"], status=401)
+    for pair in pairs[1:]:
+        client.get("/me", headers=bearer(pair), status=200)
+    with app.db.connection() as conn:
+        (count,) = conn.execute("SELECT count(*) FROM sessions").fetchone()
+    assert count == 3
