@@ -90,6 +90,14 @@ class KeyReused(Refused):
     """The Idempotency-Key was first used with another request."""
 
 
+class TooManyKeys(Refused):
+    """The owner holds its maximum of Idempotency-Keys; the oldest is forgotten in ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
 class Caller(NamedTuple):
     """Who a write acts for: a session and the public id of its account, and, for
     the audit trail, the client's address and the time of the request. Where a
@@ -911,7 +919,8 @@ def _claim(conn: sqlite3.Connection, owner: str, once: Once) -> str | None:
     Raise KeyReused for another request under the key. A claim conflicting with one not
     yet committed waits for it (the unique key), so concurrent retries are answered in
     turn, never "in progress". Keys past their day are forgotten here, so no separate job
-    prunes them, and an owner keeps at most KEYS_PER_OWNER (the oldest go first).
+    prunes them. An owner holds at most KEYS_PER_OWNER: one more is TooManyKeys (a key is
+    never forgotten within its day, so a retry is always answered as promised).
     """
     conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (once.expired_before,))
     claimed = conn.execute(
@@ -920,13 +929,11 @@ def _claim(conn: sqlite3.Connection, owner: str, once: Once) -> str | None:
         (owner, once.key, once.fingerprint, once.now),
     ).rowcount
     if claimed:
-        (kept,) = conn.execute("SELECT count(*) FROM idempotency_keys WHERE owner = ?", (owner,)).fetchone()
-        if kept > KEYS_PER_OWNER:
-            conn.execute(
-                "DELETE FROM idempotency_keys WHERE owner = ? AND key IN"
-                " (SELECT key FROM idempotency_keys WHERE owner = ? ORDER BY created_at LIMIT ?)",
-                (owner, owner, kept - KEYS_PER_OWNER),
-            )
+        kept, oldest = conn.execute(
+            "SELECT count(*), min(created_at) FROM idempotency_keys WHERE owner = ?", (owner,)
+        ).fetchone()
+        if kept > KEYS_PER_OWNER:  # the whole create is rolled back, this claim with it
+            raise TooManyKeys(int(oldest - once.expired_before) + 1)  # then the oldest is past its day
         return None
     fingerprint, answer = conn.execute(
         "SELECT fingerprint, answer FROM idempotency_keys WHERE owner = ? AND key = ?", (owner, once.key)

@@ -54,6 +54,7 @@ from store import (
     Refused,
     SessionEnded,
     SessionEnding,
+    TooManyKeys,
     TooManyTodos,
     account_from_row,
     event_filters,
@@ -77,6 +78,7 @@ __all__ = [
     "Refused",
     "SessionEnded",
     "SessionEnding",
+    "TooManyKeys",
     "TooManyTodos",
     "ping",
 ]
@@ -795,13 +797,11 @@ def _claim(conn: psycopg.Connection[Any], owner: str, once: Once) -> str | None:
         (owner, once.key, once.fingerprint, once.now),
     ).rowcount
     if claimed:
-        (kept,) = _one(conn.execute("SELECT count(*) FROM idempotency_keys WHERE owner = %s", (owner,)))
-        if kept > KEYS_PER_OWNER:
-            conn.execute(
-                "DELETE FROM idempotency_keys WHERE owner = %s AND key IN"
-                " (SELECT key FROM idempotency_keys WHERE owner = %s ORDER BY created_at LIMIT %s)",
-                (owner, owner, kept - KEYS_PER_OWNER),
-            )
+        kept, oldest = _one(
+            conn.execute("SELECT count(*), min(created_at) FROM idempotency_keys WHERE owner = %s", (owner,))
+        )
+        if kept > KEYS_PER_OWNER:  # the whole create is rolled back, this claim with it
+            raise TooManyKeys(int(oldest - once.expired_before) + 1)  # then the oldest is past its day
         return None
     fingerprint, answer = _one(
         conn.execute(

@@ -355,6 +355,8 @@ def refusal(refused: store.Refused) -> tuple[int, Body, list[tuple[str, str]]]:
         error = token_refused(why)
         return error.status, {"message": error.message}, error.headers
     status, message = REFUSALS[type(refused)]
+    if isinstance(refused, store.TooManyKeys):
+        return status, {"message": message}, [("Retry-After", str(refused.retry_after))]
     return status, {"message": message}, []
 
 
@@ -369,6 +371,7 @@ REFUSALS = MappingProxyType(
         store.TooManyTodos: (409, "Too many todos"),
         store.PasswordChanged: (409, "The password was changed meanwhile; try again"),
         store.KeyReused: (422, "Idempotency-Key reused with another request"),
+        store.TooManyKeys: (429, "Too many Idempotency-Keys within a day; send this create without one, or later"),
     }
 )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login, stored_rows
 from tests.live import LiveServer
 
 
@@ -203,7 +203,7 @@ def test_two_servers_sharing_one_database_agree_on_a_key(servers, database):
         assert conn.execute("SELECT count(*) FROM users WHERE name = 'carol'").fetchone()[0] == 1
 
 
-def test_an_account_keeps_at_most_its_budget_of_keys_the_oldest_going_first(
+def test_an_account_past_its_budget_of_keys_is_refused_429_and_no_key_is_forgotten_within_its_day(
     app, client, clock, user_headers, monkeypatch
 ):
     import store
@@ -211,9 +211,19 @@ def test_an_account_keeps_at_most_its_budget_of_keys_the_oldest_going_first(
     monkeypatch.setattr(store, "KEYS_PER_OWNER", 3)
     if app.store is not store:
         monkeypatch.setattr(app.store, "KEYS_PER_OWNER", 3)
-    for n in range(5):
+    first = create(client, user_headers, "key-0", body={"text": "to-do 0"})
+    for n in (1, 2):
+        clock.advance(100)
         create(client, user_headers, f"key-{n}", body={"text": f"to-do {n}"})
-        clock.advance(1)
-    with app.db.connection() as conn:
-        keys = sorted(row[0] for row in conn.execute("SELECT key FROM idempotency_keys").fetchall())
-    assert keys == ["key-2", "key-3", "key-4"]
+    before = stored_rows(app)
+    refused = create(client, user_headers, "key-3", body={"text": "to-do 3"}, status=429)
+    assert refused.json == {"message": "Too many Idempotency-Keys within a day; send this create without one, or later"}
+    # key-0 is the oldest, claimed 200 s ago: it is forgotten once its day has passed.
+    assert refused.headers["Retry-After"] == str(86400 - 200 + 1)
+    assert stored_rows(app) == before
+    # Every key of the day still answers its retry as promised; a create without a key runs.
+    assert create(client, user_headers, "key-0", body={"text": "to-do 0"}).json == first.json
+    create(client, user_headers, None, body={"text": "no key"})
+    clock.advance(86400 - 200 + 1)
+    fresh = {"x-access-token": login(client, "alice", USER_PASSWORD)}  # the first token has expired
+    create(client, fresh, "key-3", body={"text": "to-do 3"})
