@@ -790,6 +790,10 @@ def list_events(
 
 
 def _claim(conn: psycopg.Connection[Any], owner: str, once: Once) -> str | None:
+    """As store._claim; the owner's claims queue on a lock of the transaction's (SQLite's
+    BEGIN IMMEDIATE queues every write): under READ COMMITTED, two claims of other keys at
+    once would each count only the committed keys and their own, and both pass the limit."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("idempotency_keys:" + owner,))
     conn.execute("DELETE FROM idempotency_keys WHERE created_at < %s", (once.expired_before,))
     claimed = conn.execute(
         "INSERT INTO idempotency_keys (owner, key, fingerprint, created_at) VALUES (%s, %s, %s, %s)"

@@ -429,7 +429,8 @@ def cmd_unlock(app: TodoApp, args: argparse.Namespace) -> int:
         raise CommandError("unlock needs a NAME, --address ADDR, or both")
     address = throttle_key(args.address) if args.address is not None else None
     with app.db.connection() as conn:
-        account = app.store.get_user_by_name(conn, args.name) if args.name is not None else None
+        # As login finds it: by the name given or its NFC form.
+        account = app.store.get_login(conn, args.name) if args.name is not None else None
         target = account["public_id"] if account is not None else None
         name = throttle_name(args.name) if args.name is not None else None
         count = app.store.forget_login_failures(conn, name=name, address=address, target=target)

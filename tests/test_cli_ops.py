@@ -245,11 +245,16 @@ def test_unlock_clears_the_login_throttle_of_a_name_an_address_or_both(
 def test_unlock_clears_a_name_however_it_is_spelled(
     run_command: RunCommand, database: str, app: todo_wsgi.TodoApp
 ) -> None:
-    # Login counts a name by its NFC form; unlock given another spelling clears that count.
+    # Login counts a name by its NFC form; unlock given another spelling clears that count,
+    # and the audit trail names the account it unlocked.
+    account = add_account(app, "ren\u00e9e", USER_PASSWORD)
     failures(app, ("ren\u00e9e", "10.0.0.1"))
     result = run_command(database, "unlock", unicodedata.normalize("NFD", "ren\u00e9e"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith(": 1 throttle record(s) cleared\n")
+    with app.db.connection() as conn:
+        events = app.store.list_events(conn, action="account.unlocked")
+    assert [event["target"] for event in events] == [account["public_id"]]
 
 
 def test_unlock_lets_a_locked_out_account_log_in_again(

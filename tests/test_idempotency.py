@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, add_account, basic, login, stored_rows
+from tests.conftest import ADMIN_PASSWORD, USER_PASSWORD, HeldWrite, add_account, basic, login, stored_rows
 from tests.live import LiveServer
 
 
@@ -227,3 +227,35 @@ def test_an_account_past_its_budget_of_keys_is_refused_429_and_no_key_is_forgott
     clock.advance(86400 - 200 + 1)
     fresh = {"x-access-token": login(client, "alice", USER_PASSWORD)}  # the first token has expired
     create(client, fresh, "key-3", body={"text": "to-do 3"})
+
+
+def test_two_keyed_creates_at_once_cannot_both_take_the_last_key(app, admin_headers, monkeypatch):
+    from webtest import TestApp
+
+    import store
+
+    monkeypatch.setattr(store, "KEYS_PER_OWNER", 1)
+    if app.store is not store:
+        monkeypatch.setattr(app.store, "KEYS_PER_OWNER", 1)
+    held = HeldWrite(app, monkeypatch, "account.created")  # the first create, its key claimed, uncommitted
+    answers: dict[str, Any] = {}
+
+    def create_user(key: str, name: str) -> None:
+        body = {"name": name, "password": "a-password-1"}
+        headers = {**admin_headers, "Idempotency-Key": key}
+        answers[key] = TestApp(app).post_json("/user", body, headers=headers, expect_errors=True)
+
+    first = threading.Thread(target=create_user, args=("k1", "carol"))
+    first.start()
+    assert held.inside.wait(10)
+    second = threading.Thread(target=create_user, args=("k2", "dave"))
+    second.start()
+    second.join(0.5)  # time to reach its claim while the first is held
+    held.go_on.set()
+    first.join(10)
+    second.join(10)
+    assert answers["k1"].status_int == 201
+    assert answers["k2"].status_int == 429
+    with app.db.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM users WHERE name = 'dave'").fetchone()[0] == 0
