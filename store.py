@@ -43,7 +43,10 @@ BUSY_TIMEOUT_MS = 5000
 
 
 class Refused(Exception):
-    """A write refused for a reason the caller answers; nothing was written."""
+    """A write refused for a reason the caller answers; nothing was written. ``retry_after``:
+    seconds after which the same write may succeed, where the refusal knows."""
+
+    retry_after: int | None = None
 
 
 class NameTaken(Refused):
@@ -765,7 +768,8 @@ def refresh_session(
     now: float,
     address: str | None,
     lasting_until: float = 0.0,
-    max_rotations: int = 0,
+    *,
+    max_rotations: int,
 ) -> tuple[dict[str, Any], float] | None:
     """Spend the session's refresh token (by its hash) for its successor, in one transaction.
 
@@ -778,10 +782,10 @@ def refresh_session(
     included, and session.revoked is recorded. Any other token (one never
     issued, such as the session's id and a made-up secret: the id is in every
     access token) is None and changes nothing. Of two refreshes of one token
-    at once, the second finds it spent (compare and swap). With ``max_rotations``,
-    a session that has spent as many tokens is refreshed no more (None, nothing
-    changed; its replays still end it): one client refreshing in a loop cannot
-    grow the spent tokens past that.
+    at once, the second finds it spent (compare and swap). A session that has
+    spent ``max_rotations`` tokens is refreshed no more (None, nothing changed;
+    its replays still end it): one client refreshing in a loop cannot grow the
+    spent tokens past that.
     """
     with transaction(conn):
         row = conn.execute(
@@ -794,8 +798,8 @@ def refresh_session(
         account = present_account(row[1:])
         rotated = conn.execute(
             "UPDATE sessions SET refresh_hash = ? WHERE id = ? AND refresh_hash = ?"
-            " AND (? = 0 OR (SELECT count(*) FROM spent_refresh_tokens WHERE session_id = ?) < ?)",
-            (new_hash, session_id, spent_hash, max_rotations, session_id, max_rotations),
+            " AND (SELECT count(*) FROM spent_refresh_tokens WHERE session_id = ?) < ?",
+            (new_hash, session_id, spent_hash, session_id, max_rotations),
         ).rowcount
         if not rotated:
             spent = conn.execute(

@@ -689,7 +689,8 @@ def refresh_session(
     now: float,
     address: str | None,
     lasting_until: float = 0.0,
-    max_rotations: int = 0,
+    *,
+    max_rotations: int,
 ) -> tuple[dict[str, Any], float] | None:
     """As store.refresh_session; the session's row is read FOR UPDATE, so a logout or a
     password change deleting it either commits first (no session: None) or waits for
@@ -705,8 +706,8 @@ def refresh_session(
         account = present_account(row[1:])
         rotated = conn.execute(
             "UPDATE sessions SET refresh_hash = %s WHERE id = %s AND refresh_hash = %s"
-            " AND (%s = 0 OR (SELECT count(*) FROM spent_refresh_tokens WHERE session_id = %s) < %s)",
-            (new_hash, session_id, spent_hash, max_rotations, session_id, max_rotations),
+            " AND (SELECT count(*) FROM spent_refresh_tokens WHERE session_id = %s) < %s",
+            (new_hash, session_id, spent_hash, session_id, max_rotations),
         ).rowcount
         if not rotated:
             spent = conn.execute(

@@ -355,9 +355,11 @@ def refusal(refused: store.Refused) -> tuple[int, Body, list[tuple[str, str]]]:
         error = token_refused(why)
         return error.status, {"message": error.message}, error.headers
     status, message = REFUSALS[type(refused)]
-    if isinstance(refused, store.TooManyKeys):
-        return status, {"message": message}, [("Retry-After", str(refused.retry_after))]
-    return status, {"message": message}, []
+    return (
+        status,
+        {"message": message},
+        [] if refused.retry_after is None else [("Retry-After", str(refused.retry_after))],
+    )
 
 
 TOKEN_REFUSALS = MappingProxyType({store.SessionEnded: "revoked", store.SessionEnding: "expired"})

@@ -311,7 +311,9 @@ def session_with_spent_tokens(s, conn, name, session_id):
     account = s.get_user_by_name(conn, name)
     assert s.start_session(conn, s.get_login(conn, name), another_session(account, session_id), f"{session_id}r0", 2e9)
     for n in (0, 1):
-        assert s.refresh_session(conn, session_id, f"{session_id}r{n}", f"{session_id}r{n + 1}", 1.5e9, None)
+        assert s.refresh_session(
+            conn, session_id, f"{session_id}r{n}", f"{session_id}r{n + 1}", 1.5e9, None, max_rotations=100
+        )
     return account
 
 
@@ -326,7 +328,7 @@ def test_a_refresh_keeps_the_hash_it_spent_for_its_session(s, conn):
 def test_a_spent_token_of_the_session_presented_again_ends_it_and_records_session_revoked(s, conn, spent):
     new_user(s, conn, "alice")
     alice = session_with_spent_tokens(s, conn, "alice", "s")
-    assert s.refresh_session(conn, "s", spent, "next", 1.5e9, "10.0.0.7") is None
+    assert s.refresh_session(conn, "s", spent, "next", 1.5e9, "10.0.0.7", max_rotations=100) is None
     assert s.session_account(conn, "s", alice["public_id"], 1.5e9) is None
     assert conn.execute("SELECT count(*) FROM spent_refresh_tokens WHERE session_id = 's'").fetchone()[0] == 0
     events = [e for e in s.list_events(conn) if e["action"] == "session.revoked"]
@@ -338,9 +340,9 @@ def test_a_refresh_of_a_session_ending_too_soon_is_refused_and_spends_nothing(s,
     session_with_spent_tokens(s, conn, "alice", "s")  # it ends at 2e9
     before = every_row(conn)
     with pytest.raises(s.SessionEnding):
-        s.refresh_session(conn, "s", "sr2", "sr3", 1.5e9, None, 2e9 + 1)
+        s.refresh_session(conn, "s", "sr2", "sr3", 1.5e9, None, 2e9 + 1, max_rotations=100)
     assert every_row(conn) == before
-    assert s.refresh_session(conn, "s", "sr2", "sr3", 1.5e9, None, 2e9) is not None
+    assert s.refresh_session(conn, "s", "sr2", "sr3", 1.5e9, None, 2e9, max_rotations=100) is not None
 
 
 @pytest.mark.parametrize("presented", ["never issued", "tr0"])
@@ -350,9 +352,9 @@ def test_a_token_never_issued_in_the_session_changes_nothing(s, conn, presented)
     session_with_spent_tokens(s, conn, "alice", "s")
     session_with_spent_tokens(s, conn, "alice", "t")
     before = every_row(conn)
-    assert s.refresh_session(conn, "s", presented, "next", 1.5e9, "10.0.0.7") is None
+    assert s.refresh_session(conn, "s", presented, "next", 1.5e9, "10.0.0.7", max_rotations=100) is None
     assert every_row(conn) == before
-    assert s.refresh_session(conn, "s", "sr2", "sr3", 1.5e9, None) is not None
+    assert s.refresh_session(conn, "s", "sr2", "sr3", 1.5e9, None, max_rotations=100) is not None
 
 
 def test_a_login_prunes_expired_sessions_with_their_spent_tokens(s, conn):
